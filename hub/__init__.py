@@ -1,0 +1,1 @@
+"""commhub: one customer record across phone, email and SMS."""

@@ -1,0 +1,55 @@
+"""Interfaces the core consumes for outgoing email and SMS; connectors implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One email to send; the sender adds Date and, if missing, Message-ID."""
+
+    to: str
+    subject: str
+    text: str | None = None
+    html: str | None = None
+    from_address: str | None = None  # None: the configured [smtp] from_address
+    reply_to: str | None = None
+    message_id: str | None = None  # "<...@domain>"; set it to know the id before sending
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe
+
+
+class EmailSender(Protocol):
+    """Sends email; raises hub.errors.RetryableError (4xx, network) or PermanentError (5xx)."""
+
+    async def send(self, message: OutgoingEmail) -> str:
+        """Send one message; returns its Message-ID once the server accepted it."""
+
+    async def close(self) -> None:
+        """Close pooled connections."""
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    """One SMS to send; `reference` is our id, echoed in delivery reports."""
+
+    to: str  # E.164
+    text: str
+    reference: str
+    sender: str | None = None
+
+
+class SmsGateway(Protocol):
+    """Sends SMS through one gateway protocol (Kannel HTTP, SMPP, generic HTTP/JSON)."""
+
+    name: str
+
+    async def send(self, sms: OutgoingSms) -> str:
+        """Hand one SMS to the gateway; returns the gateway's message id (or our reference)."""
+
+    async def close(self) -> None:
+        """Close connections."""

@@ -1,0 +1,1 @@
+"""Telephony: the call tracker (AMI events to calls) and its ports to the PBX."""

@@ -1,0 +1,1 @@
+"""Wiring steps, one module per channel, registered with hub.runtime.wiring."""

@@ -1,0 +1,214 @@
+"""Shared fixtures: databases (SQLite and real PostgreSQL), peers, config, the web app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.config import Config, DatabaseConfig, load_config
+from hub.db import create_engine, session_factory
+from hub.migrate import upgrade
+from hub.services import Hub
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("COMMHUB_SHARED", ROOT.parent / "shared"))
+
+# Real peers started by scripts/peers.sh (make test does it); name -> port on 127.0.0.1.
+PEERS = {
+    "postgres": 15432,
+    "redis": 16379,
+    "dovecot": 10143,
+    "postfix": 10525,
+    "kannel": 13013,
+}
+PG_ADMIN_URL = os.environ.get("COMMHUB_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:15432")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections there."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def require_peer(name: str) -> None:
+    """Skip (locally) or fail (CI=true) when a real peer is not running."""
+    port = PEERS[name]
+    if port_open(port):
+        return
+    message = f"peer {name} is not running on 127.0.0.1:{port} (start it: scripts/peers.sh start)"
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_path(path: Path, what: str) -> Path:
+    """Skip (locally) or fail (CI=true) when shared data such as ../shared/traces is absent."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path}"
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Defaults with a throw-away SQLite file and a fixed secret."""
+    return load_config(
+        environ={
+            "COMMHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/commhub.db",
+            "COMMHUB_WEB_SECRET_KEY": "test-secret-key-0123456789abcdef",
+            "COMMHUB_PHONE_DEFAULT_REGION": "DE",
+            "COMMHUB_SMS_WEBHOOK_SECRET": "test-webhook-secret",
+        }
+    )
+
+
+_pg_template_lock = asyncio.Lock()
+_pg_template_ready = False
+PG_TEMPLATE = "commhub_template"
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL.replace("+asyncpg", ""), database="postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def pg_database() -> str:
+    """A fresh migrated PostgreSQL database (copied from a migrated template); returns its URL."""
+    global _pg_template_ready
+    require_peer("postgres")
+    async with _pg_template_lock:
+        if not _pg_template_ready:
+            await _pg_admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE}")
+            await _pg_admin(f"CREATE DATABASE {PG_TEMPLATE}")
+            engine = create_engine(DatabaseConfig(url=f"{PG_ADMIN_URL}/{PG_TEMPLATE}"))
+            await upgrade(engine)
+            await engine.dispose()
+            _pg_template_ready = True
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f"CREATE DATABASE {name} TEMPLATE {PG_TEMPLATE}")
+    return f"{PG_ADMIN_URL}/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    """Remove a test database."""
+    name = url.rsplit("/", 1)[1]
+    await _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated database URL, on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/commhub.db"
+        engine = create_engine(DatabaseConfig(url=url))
+        await upgrade(engine)
+        await engine.dispose()
+        yield url
+    else:
+        url = await pg_database()
+        yield url
+        await drop_pg_database(url)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the migrated database."""
+    eng = create_engine(DatabaseConfig(url=db_url))
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated SQLite engine only (for tests where the backend does not matter)."""
+    eng = create_engine(DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path}/commhub.db"))
+    await upgrade(eng)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Session factory on the parametrised database."""
+    return session_factory(engine)
+
+
+@pytest.fixture
+def traces_dir() -> Path:
+    """../shared/traces (third-party cacofonisk data stays outside the repo)."""
+    return require_path(SHARED / "traces", "shared AMI traces")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests must not pick up a developer's COMMHUB_* environment."""
+    for key in list(os.environ):
+        if key.startswith("COMMHUB_") and key not in ("COMMHUB_SHARED", "COMMHUB_TEST_PG"):
+            monkeypatch.delenv(key)
+    yield
+
+
+@pytest.fixture
+async def hub(config: Config) -> AsyncIterator[Hub]:
+    """A migrated hub on SQLite with no connectors (tests add the parts they need)."""
+    from hub.runtime import running_hub
+
+    async with running_hub(config, connectors=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(hub: Hub) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """An aiohttp test client on the real app (real HTTP over loopback)."""
+    from web.app import create_app
+
+    app = create_app(hub)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+async def add_user(
+    hub: Hub,
+    username: str,
+    role: str,
+    *,
+    password: str = "correct horse battery",
+    extension: str | None = None,
+    devices: tuple[str, ...] = (),
+) -> str:
+    """Create a user and return an API token for them."""
+    from hub.users import create_token, create_user
+
+    async with hub.sessions() as session, session.begin():
+        await create_user(session, username, password, role, extension=extension, devices=devices)
+        return await create_token(session, username)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
