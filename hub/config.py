@@ -53,6 +53,8 @@ class AmiConfig:
     originate_timeout: float = 30.0
     # Numbers matching this are internal extensions, everything else is outside.
     internal_extension_pattern: str = r"^\d{2,5}$"
+    # Where Asterisk writes MixMonitor files, as seen from commhub; empty = recordings not served.
+    recordings_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class SmsConfig:
     stop_words: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
     start_words: tuple[str, ...] = ("START", "UNSTOP", "SUBSCRIBE")
     cost_per_segment: float = 0.0
+    stop_reply: str = "You will get no more marketing messages from us. Reply START to subscribe again."
+    start_reply: str = "You are subscribed again. Reply STOP to opt out."
+    expire_hours: float = 72.0  # an SMS sent but never reported on is "expired" after this
     # Gateway-specific settings live in [sms.<gateway>] tables, read by the connector.
     settings: Mapping[str, Any] = field(default_factory=dict)
 

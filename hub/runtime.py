@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
@@ -50,9 +50,14 @@ def _ensure_secret(config: Config) -> Config:
 
 @asynccontextmanager
 async def running_hub(
-    config: Config, *, migrate: bool = True, connectors: bool = True
+    config: Config,
+    *,
+    migrate: bool = True,
+    connectors: bool = True,
+    only: Collection[str] | None = None,
 ) -> AsyncIterator[Hub]:
-    """Start everything the config asks for; stop it all in reverse order on exit."""
+    """Start everything the config asks for (or only the named channels); stop it all in reverse
+    order on exit."""
     config = _ensure_secret(config)
     engine = create_engine(config.database)
     bus = make_bus(config.redis.url)
@@ -66,6 +71,8 @@ async def running_hub(
         if connectors:
             _load_channel_wiring()
             for name, step in WIRINGS:
+                if only is not None and name not in only:
+                    continue
                 log.debug("wiring %s", name)
                 await step(hub, stack)
         yield hub

@@ -161,4 +161,4 @@ async def audit(
 async def devices_by_user(session: AsyncSession) -> dict[str, User]:
     """Every known device and the user it belongs to (the call tracker's agent map)."""
     rows = await session.execute(select(UserDevice.device, User).join(User))
-    return {device: user for device, user in rows.tuples()}
+    return {device: user for device, user in rows}

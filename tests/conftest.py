@@ -212,3 +212,79 @@ async def add_user(
 def bearer(token: str) -> dict[str, str]:
     """Authorization header for a token."""
     return {"Authorization": f"Bearer {token}"}
+
+
+class LiveHub:
+    """A running commhub (web app on a real port) wired to a PBX simulator."""
+
+    def __init__(self, url: str, hub: Hub, sim: object, tokens: dict[str, str]) -> None:
+        self.url = url
+        self.hub = hub
+        self.sim = sim
+        self.tokens = tokens
+
+    @property
+    def calls(self) -> object:
+        """The CallService."""
+        return self.hub.part("calls")
+
+    @property
+    def ws_url(self) -> str:
+        """Websocket URL (add ?token=)."""
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+# The agents every live_hub has: user name → (extension, device).
+LIVE_AGENTS = {
+    "anna": ("201", "PJSIP/201"),
+    "ben": ("202", "PJSIP/202"),
+    "carl": ("203", "PJSIP/203"),
+}
+
+
+@pytest.fixture
+async def live_hub(tmp_path: Path) -> AsyncIterator[LiveHub]:
+    """PBX simulator + hub with the real AMI connector and call service + web app on a port.
+
+    Users: agents anna/ben/carl (extensions 201-203, PJSIP/20x), supervisor sam; tokens in
+    .tokens; password for all "correct horse battery"."""
+    from connectors.pbxsim import PbxSimulator
+    from hub.runtime import running_hub
+    from web.app import create_app
+
+    sim = PbxSimulator(username="hub", secret="hubsecret")
+    await sim.start()
+    port = free_port()
+    config = load_config(
+        environ={
+            "COMMHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/commhub.db",
+            "COMMHUB_WEB_SECRET_KEY": "test-secret-key-0123456789abcdef",
+            "COMMHUB_WEB_PORT": str(port),
+            "COMMHUB_AMI_ENABLED": "true",
+            "COMMHUB_AMI_PORT": str(sim.port),
+            "COMMHUB_AMI_USERNAME": "hub",
+            "COMMHUB_AMI_SECRET": "hubsecret",
+            "COMMHUB_AMI_PING_INTERVAL": "1.0",
+            "COMMHUB_AMI_ORIGINATE_CONTEXT": "from-internal",
+        }
+    )
+    # Users must exist before the call service loads its agent directory.
+    async with running_hub(config, connectors=False) as setup_hub:
+        tokens = {}
+        for name, (ext, device) in LIVE_AGENTS.items():
+            tokens[name] = await add_user(
+                setup_hub, name, "agent", extension=ext, devices=(device,)
+            )
+        tokens["sam"] = await add_user(setup_hub, "sam", "supervisor")
+    try:
+        async with running_hub(config, only={"telephony"}) as running:
+            app = create_app(running)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                yield LiveHub(f"http://127.0.0.1:{port}", running, sim, tokens)
+            finally:
+                await runner.cleanup()
+    finally:
+        await sim.stop()

@@ -39,7 +39,7 @@ def has_role(user: User, *roles: str) -> bool:
 
 def current_user(request: web.Request) -> User:
     """The logged-in user (the middleware guarantees one on non-public routes)."""
-    user = request.get(USER)
+    user: User | None = request.get(USER)
     if user is None:
         raise api_error(401, "unauthenticated", "log in or send Authorization: Bearer <token>")
     return user

@@ -463,7 +463,7 @@ class PbxSimulator:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._handlers.add(task)  # type: ignore[arg-type]
+            self._handlers.add(task)
         session = _Session(self, reader, writer)
         self._sessions.add(session)
         try:
@@ -489,7 +489,7 @@ class PbxSimulator:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
             if task is not None:
-                self._handlers.discard(task)  # type: ignore[arg-type]
+                self._handlers.discard(task)
 
     async def _dispatch(self, session: _Session, frame: Frame) -> bool:
         """Answer one action; False closes the connection."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,11 @@ CHANNEL = re.compile(r"^PJSIP/(trunk|\d+)-[0-9a-f]{8}$")
 
 
 async def run_scenario(
-    sim: PbxSimulator, client: AmiClient, scenario: str, **kw: object
+    sim: PbxSimulator, client: AmiClient, scenario: str, **kw: Any
 ) -> tuple[str, list[Frame]]:
     kw.setdefault("ring", 0.01)
     kw.setdefault("talk", 0.02)
-    linkedid = await sim.place_call(scenario, **kw)  # type: ignore[arg-type]
+    linkedid = await sim.place_call(scenario, **kw)
     await sim.wait_idle()
     return linkedid, await client.sync()
 

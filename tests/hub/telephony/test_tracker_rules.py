@@ -515,7 +515,7 @@ def test_transfer_back_to_a_phone_that_rang_before_pops_it_again() -> None:
     assert sim.record().rang == ("PJSIP/201", "PJSIP/202")
 
 
-def _consultation(sim: Sim) -> tuple[Chan, Chan, Chan, Chan, Chan]:
+def _consultation(sim: Sim) -> tuple[Chan, Chan, Chan, Chan]:
     """Caller talks to 201; 201 calls 202 on a second line (a second Linkedid)."""
     caller = sim.new("PJSIP/trunk-00000001", num="+4930123456", exten="4930555100")
     a1 = sim.new("PJSIP/201-00000002", lid=caller.lid)
@@ -524,13 +524,13 @@ def _consultation(sim: Sim) -> tuple[Chan, Chan, Chan, Chan, Chan]:
     a2 = sim.new("PJSIP/201-00000003", num="201", exten="202")
     b = sim.new("PJSIP/202-00000004", lid=a2.lid)
     sim.dial(a2, b, dialstring="202")
-    return caller, a1, a2, b, b
+    return caller, a1, a2, b
 
 
 def test_attended_transfer_moves_the_target_into_the_original_call() -> None:
     """201 consults 202 then transfers: both calls are logged once, the transfer on the first."""
     sim = Sim()
-    caller, a1, a2, b, _ = _consultation(sim)
+    caller, a1, a2, b = _consultation(sim)
     sim.dial_end(a2, b, "ANSWER")
     sim.send(
         {
@@ -571,7 +571,7 @@ def test_attended_transfer_moves_the_target_into_the_original_call() -> None:
 def test_blonde_transfer_names_the_still_ringing_target() -> None:
     """Transferring while the consulted phone still rings is a blonde transfer."""
     sim = Sim()
-    caller, a1, a2, b, _ = _consultation(sim)
+    caller, a1, a2, b = _consultation(sim)
     sim.send(
         {
             "Event": "AttendedTransfer",
@@ -864,7 +864,7 @@ def test_naive_datetimes_are_taken_as_utc() -> None:
 def test_resync_ends_vanished_calls_and_adopts_unknown_ones() -> None:
     """After a reconnect: a call without live channels ends at `at`; a new one is adopted."""
     sim = Sim()
-    caller, phone = simple_call_parts(sim)
+    caller, _phone = simple_call_parts(sim)
     later = T0 + timedelta(seconds=60)
     snapshot = [
         {
@@ -920,7 +920,6 @@ def test_resync_ends_vanished_calls_and_adopts_unknown_ones() -> None:
     assert [e.record.linkedid for e in end] == ["n-1"]
     assert end[0].record.answered_by == ("PJSIP/202",) and end[0].record.caller == "+4930777777"
     assert len(sim.tracker) == 0 and sim.tracker.leg_count == 0
-    del phone
 
 
 def test_resync_of_an_agent_leg_alone_takes_the_caller_from_its_connected_line() -> None:
@@ -1003,7 +1002,7 @@ def test_pickup_answers_on_behalf_of_the_picking_phone() -> None:
 def test_attended_transfer_names_the_target_asterisk_reports() -> None:
     """With TransferTargetChannel in the event (Asterisk 16+), that channel is the target."""
     sim = Sim()
-    caller, a1, a2, b, _ = _consultation(sim)
+    caller, a1, a2, b = _consultation(sim)
     sim.dial_end(a2, b, "ANSWER")
     sim.send(
         {
