@@ -51,8 +51,11 @@ async def create_user(
     devices: Iterable[str] = (),
     display_name: str = "",
     email: str | None = None,
+    password_hash: str | None = None,
 ) -> User:
-    """Add a user; agents may carry an extension and the devices of their phones."""
+    """Add a user; agents may carry an extension and the devices of their phones.
+
+    `password_hash` (an Argon2 hash made earlier, e.g. by a restore) replaces `password`."""
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
     if (
@@ -67,7 +70,7 @@ async def create_user(
         raise ValidationError(f"extension {extension} belongs to another user", field="extension")
     user = User(
         username=username,
-        password_hash=hash_password(password),
+        password_hash=password_hash or hash_password(password),
         role=role,
         extension=extension or None,
         display_name=display_name or username,

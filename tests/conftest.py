@@ -69,9 +69,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_SQLITE_TEMPLATE: Path | None = None
+
+
+def migrated_sqlite(target: Path) -> str:
+    """A migrated SQLite file at `target` (copied from one migrated template per test session)."""
+    global _SQLITE_TEMPLATE
+    import shutil
+    import tempfile
+
+    if _SQLITE_TEMPLATE is None:
+        folder = Path(tempfile.mkdtemp(prefix="commhub-template-"))
+        template = folder / "template.db"
+
+        async def build() -> None:
+            engine = create_engine(DatabaseConfig(url=f"sqlite+aiosqlite:///{template}"))
+            await upgrade(engine)
+            await engine.dispose()
+
+        import threading
+
+        # Run in a thread: this may be called from inside a running event loop.
+        worker = threading.Thread(target=lambda: asyncio.run(build()))
+        worker.start()
+        worker.join()
+        _SQLITE_TEMPLATE = template
+    shutil.copyfile(_SQLITE_TEMPLATE, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    """Defaults with a throw-away SQLite file and a fixed secret."""
+    """Defaults with a throw-away (already migrated) SQLite file and a fixed secret."""
+    migrated_sqlite(tmp_path / "commhub.db")
     return load_config(
         environ={
             "COMMHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/commhub.db",
@@ -124,11 +154,7 @@ async def drop_pg_database(url: str) -> None:
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A migrated database URL, on SQLite and on a real PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/commhub.db"
-        engine = create_engine(DatabaseConfig(url=url))
-        await upgrade(engine)
-        await engine.dispose()
-        yield url
+        yield migrated_sqlite(tmp_path / "commhub.db")
     else:
         url = await pg_database()
         yield url
@@ -146,8 +172,7 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """A migrated SQLite engine only (for tests where the backend does not matter)."""
-    eng = create_engine(DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path}/commhub.db"))
-    await upgrade(eng)
+    eng = create_engine(DatabaseConfig(url=migrated_sqlite(tmp_path / "commhub.db")))
     yield eng
     await eng.dispose()
 
@@ -205,8 +230,28 @@ async def add_user(
     from hub.users import create_token, create_user
 
     async with hub.sessions() as session, session.begin():
-        await create_user(session, username, password, role, extension=extension, devices=devices)
+        await create_user(
+            session,
+            username,
+            password,
+            role,
+            extension=extension,
+            devices=devices,
+            password_hash=_password_hash(password),
+        )
         return await create_token(session, username)
+
+
+_HASHES: dict[str, str] = {}
+
+
+def _password_hash(password: str) -> str:
+    """Argon2 is slow on purpose; tests hash each distinct password once."""
+    from hub.users import hash_password
+
+    if password not in _HASHES:
+        _HASHES[password] = hash_password(password)
+    return _HASHES[password]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -257,7 +302,7 @@ async def live_hub(tmp_path: Path) -> AsyncIterator[LiveHub]:
     port = free_port()
     config = load_config(
         environ={
-            "COMMHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/commhub.db",
+            "COMMHUB_DATABASE_URL": migrated_sqlite(tmp_path / "commhub.db"),
             "COMMHUB_WEB_SECRET_KEY": "test-secret-key-0123456789abcdef",
             "COMMHUB_WEB_PORT": str(port),
             "COMMHUB_AMI_ENABLED": "true",
