@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -363,6 +363,13 @@ async def count_customers(session: AsyncSession) -> int:
 
 def customer_to_dict(c: Customer) -> dict[str, Any]:
     """JSON shape of a customer (the API and the card)."""
+    return customer_json(c, [(p.kind, p.value, p.label) for p in c.contacts], c.tags)
+
+
+def customer_json(
+    c: Any, contacts: Sequence[tuple[str, str, str]], tags: Sequence[str]
+) -> dict[str, Any]:
+    """JSON shape from a Customer or a Core row with the same column names."""
     return {
         "id": c.id,
         "name": c.name,
@@ -374,9 +381,9 @@ def customer_to_dict(c: Customer) -> dict[str, Any]:
         "region": c.region,
         "notes": c.notes,
         "custom": c.custom or {},
-        "tags": c.tags,
-        "phones": [{"value": p.value, "label": p.label} for p in c.contacts if p.kind == "phone"],
-        "emails": [{"value": p.value, "label": p.label} for p in c.contacts if p.kind == "email"],
+        "tags": list(tags),
+        "phones": [{"value": v, "label": lbl} for k, v, lbl in contacts if k == "phone"],
+        "emails": [{"value": v, "label": lbl} for k, v, lbl in contacts if k == "email"],
         "created_at": c.created_at.isoformat() if c.created_at else None,
         "updated_at": c.updated_at.isoformat() if c.updated_at else None,
         "last_contacted_at": c.last_contacted_at.isoformat() if c.last_contacted_at else None,

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from hub.telephony.ports import OriginateRequest, PbxEventSink
 from .const import (
     DEFAULT_EVENT_QUEUE_SIZE,
     LOGOFF_TIMEOUT,
+    MAX_TRACKED_ORIGINATES,
     ORIGINATE_ACTION_PREFIX,
     STOP_DRAIN_TIMEOUT,
 )
@@ -102,6 +103,8 @@ class AmiSettings:
         """Build from the [ami] config section, ignoring keys that are not link settings."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name not in section and f.name in ("host", "port", "username", "secret"):
+                raise ConfigError(f"ami.{f.name} is required")
             if f.name in section:
                 kind = {"int": int, "float": float}.get(str(f.type), str)
                 try:
@@ -141,16 +144,17 @@ async def _open_session(
     clock: Clock,
     on_lost: Callable[[str], None],
     on_login: Callable[[AmiProtocol, Message], None] | None = None,
+    on_originate_response: Callable[[dict[str, str]], None] | None = None,
 ) -> AmiProtocol:
     """Connect and log in with Events: on; the wrapped errors say what failed and where."""
     loop = asyncio.get_running_loop()
     try:
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: AmiProtocol(queue, clock, on_lost), settings.host, settings.port
-            ),
-            settings.connect_timeout,
-        )
+        async with asyncio.timeout(settings.connect_timeout):
+            _, proto = await loop.create_connection(
+                lambda: AmiProtocol(queue, clock, on_lost, on_originate_response),
+                settings.host,
+                settings.port,
+            )
     except (OSError, TimeoutError) as err:
         raise unreachable(settings.address, err) from err
     assert isinstance(proto, AmiProtocol)
@@ -181,7 +185,8 @@ async def _login(
         on_answer=hook,
     )
     try:
-        answer = await asyncio.wait_for(asyncio.shield(action.future), settings.connect_timeout)
+        async with asyncio.timeout(settings.connect_timeout):
+            answer = await asyncio.shield(action.future)
     except TimeoutError as err:
         raise RetryableError(
             f"no answer to Login from {settings.address} within {settings.connect_timeout:g} s"
@@ -204,10 +209,12 @@ async def _close(proto: AmiProtocol, reason: str) -> None:
         return
     with contextlib.suppress(RetryableError, TimeoutError):
         logoff = proto.send_action({"Action": "Logoff"})
-        await asyncio.wait_for(asyncio.shield(logoff.future), LOGOFF_TIMEOUT)
+        async with asyncio.timeout(LOGOFF_TIMEOUT):
+            await asyncio.shield(logoff.future)
     proto.close(reason)
     try:
-        await asyncio.wait_for(proto.lost.wait(), LOGOFF_TIMEOUT)
+        async with asyncio.timeout(LOGOFF_TIMEOUT):
+            await proto.lost.wait()
     except TimeoutError:
         proto.abort(reason)
         await proto.lost.wait()
@@ -242,6 +249,8 @@ class AmiConnector:
         self._resync_wanted = False
         self._poke = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        # Originates queued and not yet resolved by an OriginateResponse, for the log only.
+        self._originates: OrderedDict[str, str] = OrderedDict()
 
     @property
     def connected(self) -> bool:
@@ -295,7 +304,12 @@ class AmiConnector:
         while True:
             try:
                 proto = await _open_session(
-                    s, self._queue, self._clock, self._link_lost, self._logged_in_now
+                    s,
+                    self._queue,
+                    self._clock,
+                    self._link_lost,
+                    self._logged_in_now,
+                    self._originate_outcome,
                 )
             except AuthError as err:
                 self._announce_down(str(err))
@@ -350,6 +364,22 @@ class AmiConnector:
         _LOG.info("AMI %s", reason)
         self._queue.put(LinkChange(True, reason))
 
+    def _originate_outcome(self, fields: dict[str, str]) -> None:
+        # Asterisk sends every OriginateResponse to every AMI client: log only our own.
+        action_id = fields.get("ActionID", "")
+        what = self._originates.pop(action_id, None)
+        if what is None:
+            return
+        if fields.get("Response") == "Success":
+            _LOG.info("AMI %s answered: %s", what, fields.get("Channel"))
+        else:
+            _LOG.warning(
+                "AMI %s failed: Response=%s Reason=%s",
+                what,
+                fields.get("Response"),
+                fields.get("Reason"),
+            )
+
     def _link_lost(self, _reason: str) -> None:
         self._logged_in = False
         self._poke.set()
@@ -396,7 +426,8 @@ class AmiConnector:
                     continue
                 wake_at = min(next_ping, resync_deadline) if resync is not None else next_ping
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), wake_at - now)
+                    async with asyncio.timeout(wake_at - now):
+                        await self._poke.wait()
         except LinkLost:
             pass
         await proto.lost.wait()
@@ -406,7 +437,8 @@ class AmiConnector:
         timeout = self._settings.ping_timeout
         action = proto.send_action({"Action": "Ping"})
         try:
-            await asyncio.wait_for(asyncio.shield(action.future), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(action.future)
         except TimeoutError:
             proto.forget(action)
             reason = f"no answer to Ping within {timeout:g} s (silent dead link)"
@@ -463,19 +495,25 @@ class AmiConnector:
             "Context": request.context,
             "Exten": request.exten,
             "Priority": "1",
-            "CallerID": request.caller_id,
             "Timeout": str(round(request.timeout_s * 1000)),
             "Async": "true",
         }
+        if request.caller_id:
+            action_fields["CallerID"] = request.caller_id
         if request.variables:
             action_fields["Variable"] = [f"{k}={v}" for k, v in request.variables.items()]
         # as_list=False: the future resolves on "Originate successfully queued"; panoramisk would
         # otherwise hold it until the OriginateResponse event, which must reach the sink instead.
-        action = proto.send_action(action_fields, as_list=False)
-        timeout = self._settings.action_timeout
         what = f"Originate {action_id} ({request.channel} -> {request.exten}@{request.context})"
+        action = proto.send_action(action_fields, as_list=False)
+        # Before any await: the OriginateResponse may arrive in the same read as the answer.
+        self._originates[action_id] = what
+        while len(self._originates) > MAX_TRACKED_ORIGINATES:
+            self._originates.popitem(last=False)
+        timeout = self._settings.action_timeout
         try:
-            answer = await asyncio.wait_for(asyncio.shield(action.future), timeout)
+            async with asyncio.timeout(timeout):
+                answer = await asyncio.shield(action.future)
         except LinkLost as err:
             raise OriginateOutcomeUnknown(
                 f"AMI link lost before Asterisk answered {what}: the call may or may not have been"
@@ -488,6 +526,7 @@ class AmiConnector:
                 " placed; it is not resent"
             ) from err
         if answer.response != "Success":
+            self._originates.pop(action_id, None)
             raise PermanentError(f"Asterisk refused {what}: {answer.message or answer.response}")
         _LOG.info("AMI %s queued", what)
         return action_id
@@ -500,7 +539,8 @@ class AmiConnector:
         action = proto.send_action({"Action": "Hangup", "Channel": channel})
         timeout = self._settings.action_timeout
         try:
-            answer = await asyncio.wait_for(asyncio.shield(action.future), timeout)
+            async with asyncio.timeout(timeout):
+                answer = await asyncio.shield(action.future)
         except TimeoutError as err:
             proto.forget(action)
             raise RetryableError(f"no answer to Hangup {channel} within {timeout:g} s") from err

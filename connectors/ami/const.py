@@ -34,6 +34,5 @@ LOGOFF_TIMEOUT: Final = 1.0
 GARBAGE_LOG_INTERVAL: Final = 10.0
 
 ORIGINATE_ACTION_PREFIX: Final = "commhub-originate-"
-
-# Asterisk answers a Login with a wrong secret with exactly this Message.
-AUTH_FAILED_MESSAGE: Final = "Authentication failed"
+# Originates remembered until their OriginateResponse, so that its outcome can be logged.
+MAX_TRACKED_ORIGINATES: Final = 1024

@@ -127,7 +127,8 @@ class DeliveryQueue:
         self.items.append(_STOP)
         self.wake()
         try:
-            await asyncio.wait_for(asyncio.shield(task), drain_s)
+            async with asyncio.timeout(drain_s):
+                await asyncio.shield(task)
         except TimeoutError:
             _LOG.warning(
                 "sink too slow at stop: %d queued AMI items not delivered", len(self.items)

@@ -104,8 +104,10 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
         queue: EventQueue,
         clock: Callable[[], datetime],
         on_lost: Callable[[str], None],
+        on_originate_response: Callable[[Event], None] | None = None,
     ) -> None:
         self._events = queue
+        self._on_originate_response = on_originate_response
         self._clock = clock
         self._on_lost = on_lost
         self._pending = b""
@@ -256,8 +258,12 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
                     items.append((fields, at))
                 else:
                     queue.drop(fields)
-                if action_id is not None and fields["Event"] == "OriginateResponse":
-                    _log_originate_response(fields)
+                if (
+                    action_id is not None
+                    and fields["Event"] == "OriginateResponse"
+                    and self._on_originate_response is not None
+                ):
+                    self._on_originate_response(fields)
             elif "Response" in fields:
                 _LOG.debug("answer to no pending action: %s", _snippet(frame))
             elif fields:
@@ -268,9 +274,13 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
     def _answer(self, action_id: str, message: Frame) -> None:
         """Hand an answer to its action via panoramisk, after the hook that marks its position."""
         hook = self._answer_hooks.pop(action_id, None)
-        if hook is not None:
-            hook(self.responses[action_id], message)
-        self.handle_message(message)
+        try:
+            if hook is not None:
+                hook(self.responses[action_id], message)
+            self.handle_message(message)
+        except Exception:
+            # An exception here would make asyncio drop the connection: one odd answer must not.
+            _LOG.exception("AMI answer to %s not understood: %s", action_id, message.fields)
 
     def _keep(self, rest: bytes) -> None:
         """Buffer an incomplete frame, unless it is already too large to be a real one."""
@@ -311,19 +321,3 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
         self._banner_seen = True
         _LOG.warning("AMI banner line too long, treating it as data: %s", _snippet(data))
         return data
-
-
-def _log_originate_response(fields: Mapping[str, str]) -> None:
-    """The late outcome of an async Originate: worth a line in the operators' log."""
-    if fields.get("Response") == "Success":
-        _LOG.info(
-            "Originate %s succeeded: %s answered", fields.get("ActionID"), fields.get("Channel")
-        )
-    else:
-        _LOG.warning(
-            "Originate %s failed: Response=%s Reason=%s Channel=%s",
-            fields.get("ActionID"),
-            fields.get("Response"),
-            fields.get("Reason"),
-            fields.get("Channel"),
-        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.customers import customer_card, find_by_phone
+from hub.cards import card_for_phone, customer_id_for_phone
 from hub.errors import ValidationError
 from hub.models.calls import Call
 from hub.models.customers import Customer
@@ -252,9 +251,7 @@ class CallService:
         card = None
         if caller is not None:
             async with self.hub.sessions() as session:
-                customer = await find_by_phone(session, caller)
-                if customer is not None:
-                    card = await customer_card(session, customer)
+                card = await card_for_phone(session, caller)
         self.stats["pops"] += 1
         await self.hub.bus.publish(
             f"user:{agent.user_id}",
@@ -333,7 +330,7 @@ class CallService:
         agent = self._agent_of(record)
         popped = self._popped.pop(record.linkedid, set())
         async with self.hub.sessions() as session, session.begin():
-            customer = await find_by_phone(session, number) if number else None
+            customer_id = await customer_id_for_phone(session, number) if number else None
             values = {
                 "linkedid": record.linkedid,
                 "direction": record.direction,
@@ -353,7 +350,7 @@ class CallService:
                 "disposition": record.disposition,
                 "hangup_cause": record.hangup_cause,
                 "recording": record.recording,
-                "customer_id": customer.id if customer else None,
+                "customer_id": customer_id,
                 "transfers": [
                     {
                         "kind": t.kind,
@@ -382,7 +379,7 @@ class CallService:
                 session,
                 channel="call",
                 external_id=record.linkedid,
-                customer_id=customer.id if customer else None,
+                customer_id=customer_id,
                 direction=record.direction,
                 status=record.disposition,
                 occurred_at=record.started_at,
@@ -399,9 +396,8 @@ class CallService:
             if record.direction == "inbound" and record.disposition in ("missed", "abandoned"):
                 reminder, _ = await create_reminder(
                     session,
-                    title=f"Call back {caller or 'unknown caller'}"
-                    + (f" ({customer.name})" if customer else ""),
-                    customer_id=customer.id if customer else None,
+                    title=f"Call back {caller or 'unknown caller'}",
+                    customer_id=customer_id,
                     assignee_id=self._missed_assignee(record),
                     queue=record.queue,
                     kind="callback",
@@ -429,7 +425,7 @@ class CallService:
                     "type": "call.missed",
                     "linkedid": record.linkedid,
                     "caller": values["caller"],
-                    "customer_id": customer.id if customer else None,
+                    "customer_id": customer_id,
                     "reminder_id": reminder.id if reminder else None,
                 },
             )
