@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.models.base import utcnow
 from hub.models.interactions import Reminder
+from hub.services import Hub
+
+log = logging.getLogger(__name__)
 
 
 async def create_reminder(
@@ -67,6 +72,51 @@ async def complete_reminder(session: AsyncSession, reminder_id: int) -> Reminder
     if reminder is not None and reminder.done_at is None:
         reminder.done_at = utcnow()
     return reminder
+
+
+async def notify_due(hub: Hub, *, batch: int = 200) -> int:
+    """Tell each assignee once that a reminder is due (websocket `reminder.due`); returns how many.
+
+    Claimed with an UPDATE … WHERE notified_at IS NULL, so several processes never tell twice."""
+    now = utcnow()
+    async with hub.sessions() as session, session.begin():
+        due = list(
+            (
+                await session.scalars(
+                    select(Reminder)
+                    .where(
+                        Reminder.done_at.is_(None),
+                        Reminder.notified_at.is_(None),
+                        Reminder.due_at <= now,
+                    )
+                    .order_by(Reminder.due_at)
+                    .limit(batch)
+                )
+            ).all()
+        )
+        claimed = []
+        for reminder in due:
+            result = await session.execute(
+                update(Reminder)
+                .where(Reminder.id == reminder.id, Reminder.notified_at.is_(None))
+                .values(notified_at=now)
+            )
+            if getattr(result, "rowcount", 0):
+                claimed.append(reminder_to_dict(reminder))
+    for item in claimed:
+        topic = f"user:{item['assignee_id']}" if item["assignee_id"] else "role:agent"
+        await hub.bus.publish(topic, {"type": "reminder.due", "reminder": item})
+    return len(claimed)
+
+
+async def run_due_notifier(hub: Hub, every: float = 30.0) -> None:
+    """Forever: notify due reminders every `every` seconds."""
+    while True:
+        try:
+            await notify_due(hub)
+        except Exception:  # the database may be briefly away; try again next round
+            log.exception("reminder notifier failed")
+        await asyncio.sleep(every)
 
 
 def reminder_to_dict(r: Reminder) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class Reminder(Base):
     phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the assignee was told it is due (reminder.due), so they are told once.
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Makes automatic reminders idempotent (e.g. "call:<linkedid>").
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)

@@ -132,6 +132,11 @@ class CallService:
         self._writer: asyncio.Task[None] | None = None
         self.link_up = False
         self.stats = {"events": 0, "pops": 0, "calls_written": 0, "write_errors": 0}
+        # Supervisors' wallboard: a snapshot at most every LIVE_EVERY seconds while calls change.
+        self._live_dirty = asyncio.Event()
+        self._live_task: asyncio.Task[None] | None = None
+
+    LIVE_EVERY = 0.5
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -140,11 +145,16 @@ class CallService:
         async with self.hub.sessions() as session:
             await self.directory.refresh(session)
         self._writer = asyncio.create_task(self._write_loop(), name="call-log-writer")
+        self._live_task = asyncio.create_task(self._live_loop(), name="calls-live")
 
     async def stop(self) -> None:
         """Finish pending pops and writes, then stop."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
         if self._writer is not None:
             await self._writes.join()
             self._writer.cancel()
@@ -198,6 +208,8 @@ class CallService:
     # -- effects -------------------------------------------------------------------------------
 
     def _apply(self, effects: Sequence[CallEffect]) -> None:
+        if effects:
+            self._live_dirty.set()
         for effect in effects:
             if isinstance(effect, CallRinging):
                 agent = self.directory.agent_for(effect.device)
@@ -267,6 +279,55 @@ class CallService:
                 "at": ringing.at.isoformat(),
             },
         )
+
+    # -- live view -----------------------------------------------------------------------------
+
+    def live_snapshot(self) -> dict[str, Any]:
+        """Calls in progress and each agent's state, for the supervisors' wallboard."""
+        busy: dict[str, str] = {}
+        calls = []
+        for call in self.tracker.live_calls():
+            names = []
+            for device in call.devices:
+                agent = self.directory.agent_for(device)
+                if agent:
+                    names.append(agent.username)
+                    busy[agent.username] = call.state
+            calls.append(
+                {
+                    "linkedid": call.linkedid,
+                    "caller": normalize_caller(call.caller, self.region) or call.caller,
+                    "callee": call.callee,
+                    "direction": call.direction,
+                    "state": call.state,
+                    "queue": call.queue,
+                    "agents": names,
+                    "devices": list(call.devices),
+                    "started_at": call.started_at.isoformat(),
+                    "answered_at": call.answered_at.isoformat() if call.answered_at else None,
+                }
+            )
+        agents = {a.username: a for a in self.directory.by_device.values()}
+        return {
+            "calls": calls,
+            "agents": [
+                {"username": name, "extension": a.extension, "state": busy.get(name, "idle")}
+                for name, a in sorted(agents.items())
+            ],
+            "link": "up" if self.link_up else "down",
+        }
+
+    async def _live_loop(self) -> None:
+        while True:
+            await self._live_dirty.wait()
+            self._live_dirty.clear()
+            try:
+                await self.hub.bus.publish(
+                    "role:supervisor", {"type": "calls.live", **self.live_snapshot()}
+                )
+            except Exception:
+                log.exception("publishing the live call view failed")
+            await asyncio.sleep(self.LIVE_EVERY)
 
     # -- the call log --------------------------------------------------------------------------
 

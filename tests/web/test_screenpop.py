@@ -273,3 +273,46 @@ async def _wait_for(condition: Any, timeout: float = 10) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+async def test_supervisors_watch_live_calls_and_agents_do_not(live_hub: LiveHub) -> None:
+    async with Socket(live_hub, "sam") as sam, Socket(live_hub, "anna") as anna:
+        linkedid = await live_hub.sim.place_call("answered", extension="201", ring=0.3, talk=0.5)
+        while True:
+            live = await sam.next("calls.live")
+            if any(c["linkedid"] == linkedid for c in live["calls"]):
+                break
+        call = next(c for c in live["calls"] if c["linkedid"] == linkedid)
+        assert call["agents"] == ["anna"] and call["direction"] == "inbound"
+        assert {a["username"]: a["state"] for a in live["agents"]}["anna"] in ("ringing", "up")
+        assert {a["username"]: a["state"] for a in live["agents"]}["ben"] == "idle"
+        await anna.next("call.ended")
+        while live["calls"]:
+            live = await sam.next("calls.live")
+        # Agents never get the supervisors' view.
+        seen = []
+        while not anna.messages.empty():
+            seen.append(anna.messages.get_nowait()["type"])
+        assert "calls.live" not in seen
+
+
+async def test_missed_call_reminder_becomes_due_on_the_agents_screen(live_hub: LiveHub) -> None:
+    from hub.reminders import notify_due
+
+    async with Socket(live_hub, "anna") as anna, Socket(live_hub, "ben") as ben:
+        await live_hub.sim.place_call("missed", caller="+4930555111", extension="201")
+        await live_hub.sim.wait_idle()
+        await _settle(live_hub)
+        assert await notify_due(live_hub.hub) == 1
+        due = await anna.next("reminder.due")
+        assert due["reminder"]["kind"] == "callback" and due["reminder"]["phone"] == "+4930555111"
+        assert await notify_due(live_hub.hub) == 0  # told once
+        await asyncio.sleep(0.2)
+        assert all(m["type"] != "reminder.due" for m in _drain(ben))
+
+
+def _drain(socket: Socket) -> list[dict[str, Any]]:
+    out = []
+    while not socket.messages.empty():
+        out.append(socket.messages.get_nowait())
+    return out

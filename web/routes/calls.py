@@ -153,52 +153,10 @@ async def stats(request: web.Request) -> web.Response:
 async def live(request: web.Request) -> web.Response:
     """GET /api/v1/calls/live: calls in progress and each agent's state (supervisors)."""
     require_role(request, "supervisor")
-    hub = request.app[HUB]
-    service = hub.part("calls")
+    service = request.app[HUB].part("calls")
     if service is None:
         return web.json_response({"calls": [], "agents": [], "link": "off"})
-    calls = service.tracker.live_calls()
-    busy: dict[str, str] = {}
-    out = []
-    for call in calls:
-        names = []
-        for device in call.devices:
-            agent = service.directory.agent_for(device)
-            if agent:
-                names.append(agent.username)
-                busy[agent.username] = call.state
-        out.append(
-            {
-                "linkedid": call.linkedid,
-                "caller": call.caller,
-                "callee": call.callee,
-                "direction": call.direction,
-                "state": call.state,
-                "queue": call.queue,
-                "agents": names,
-                "devices": list(call.devices),
-                "started_at": call.started_at.isoformat(),
-                "answered_at": call.answered_at.isoformat() if call.answered_at else None,
-            }
-        )
-    agents = sorted(
-        {a.username: a for a in service.directory.by_device.values()}.values(),
-        key=lambda a: a.username,
-    )
-    return web.json_response(
-        {
-            "calls": out,
-            "agents": [
-                {
-                    "username": a.username,
-                    "extension": a.extension,
-                    "state": busy.get(a.username, "idle"),
-                }
-                for a in agents
-            ],
-            "link": "up" if service.link_up else "down",
-        }
-    )
+    return web.json_response(service.live_snapshot())
 
 
 async def originate(request: web.Request) -> web.Response:

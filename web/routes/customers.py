@@ -62,6 +62,11 @@ async def create_customer(request: web.Request) -> web.Response:
         customer = await svc.create_customer(session, data, hub.region)
         await audit(session, user.id, "customer.create", f"customer:{customer.id}")
         body = svc.customer_to_dict(customer)
+    # After commit: triggered messages (a welcome email) listen for this.
+    await hub.bus.publish(
+        "internal:customer.created",
+        {"type": "customer.created", "customer_id": body["id"], "by": user.username},
+    )
     return web.json_response(body, status=201)
 
 

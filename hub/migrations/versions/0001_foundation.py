@@ -242,6 +242,7 @@ def upgrade() -> None:
         sa.Column("phone", sa.String(length=32), nullable=True),
         sa.Column("due_at", hub.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("done_at", hub.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("notified_at", hub.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", hub.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("external_id", sa.String(length=255), nullable=True),
         sa.ForeignKeyConstraint(
