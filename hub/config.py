@@ -86,6 +86,7 @@ class ImapConfig:
     poll_seconds: float = 60.0
     create_leads: bool = False
     attachments_dir: str = "var/attachments"
+    backfill: bool = False  # first watch of a mailbox: also read the mail already in it
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ class SmsConfig:
     stop_words: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
     start_words: tuple[str, ...] = ("START", "UNSTOP", "SUBSCRIBE")
     cost_per_segment: float = 0.0
-    stop_reply: str = "You will get no more marketing messages from us. Reply START to subscribe again."
+    stop_reply: str = (
+        "You will get no more marketing messages from us. Reply START to subscribe again."
+    )
     start_reply: str = "You are subscribed again. Reply STOP to opt out."
     expire_hours: float = 72.0  # an SMS sent but never reported on is "expired" after this
     # Gateway-specific settings live in [sms.<gateway>] tables, read by the connector.
@@ -125,6 +128,8 @@ class CampaignsConfig:
     max_consecutive_errors: int = 50
     tick_seconds: float = 5.0
     timezone: str = "UTC"
+    lease_seconds: float = 60.0  # a claimed batch returns to pending if its worker goes silent
+    journal_dir: str = "var/campaign-journal"  # per-host acknowledgement journal (crash recovery)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class RedisConfig:
     """Optional Redis: the bus becomes pub/sub across processes."""
 
     url: str = ""
+    # How long the AMI link's holder may be silent before another process takes it over.
+    lease_seconds: float = 10.0
 
 
 @dataclass(frozen=True)

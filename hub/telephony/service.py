@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.cards import card_for_phone, customer_id_for_phone
-from hub.errors import ValidationError
+from hub.errors import PermanentError, RetryableError, ValidationError
 from hub.models.calls import Call
 from hub.models.customers import Customer
 from hub.models.users import User, UserDevice
@@ -135,6 +135,9 @@ class CallService:
         # Supervisors' wallboard: a snapshot at most every LIVE_EVERY seconds while calls change.
         self._live_dirty = asyncio.Event()
         self._live_task: asyncio.Task[None] | None = None
+        self._unsubscribe: Any = lambda: None
+        # Click-to-call asked on a process without the AMI link waits here for the holder's reply.
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     LIVE_EVERY = 0.5
 
@@ -146,9 +149,11 @@ class CallService:
             await self.directory.refresh(session)
         self._writer = asyncio.create_task(self._write_loop(), name="call-log-writer")
         self._live_task = asyncio.create_task(self._live_loop(), name="calls-live")
+        self._unsubscribe = self.hub.bus.subscribe(self._on_bus)
 
     async def stop(self) -> None:
         """Finish pending pops and writes, then stop."""
+        self._unsubscribe()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._live_task is not None:
@@ -279,6 +284,48 @@ class CallService:
                 "at": ringing.at.isoformat(),
             },
         )
+
+    async def _originate(self, request: OriginateRequest) -> str:
+        """Here if this process holds the AMI link, else through the bus to the one that does."""
+        if self.pbx is not None:
+            return await self.pbx.originate(request)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request.request_id] = future
+        try:
+            await self.hub.bus.publish(
+                "internal:originate", {"type": "originate", "request": _request_to_dict(request)}
+            )
+            try:
+                async with asyncio.timeout(FORWARD_TIMEOUT):
+                    reply = await future
+            except TimeoutError:
+                raise RetryableError(
+                    "no commhub process holds the AMI link right now; the call was not placed"
+                ) from None
+        finally:
+            self._pending.pop(request.request_id, None)
+        if reply.get("error"):
+            kind = PermanentError if reply.get("permanent") else RetryableError
+            raise kind(reply["error"])
+        return str(reply["action_id"])
+
+    def _on_bus(self, topic: str, event: dict[str, Any]) -> None:
+        if topic == "internal:originate" and self.pbx is not None:
+            self._spawn(self._originate_for_peer(event["request"]))
+        elif topic == "internal:originate.reply":
+            future = self._pending.get(event.get("request_id", ""))
+            if future is not None and not future.done():
+                future.set_result(event)
+
+    async def _originate_for_peer(self, fields: dict[str, Any]) -> None:
+        request = OriginateRequest(**fields)
+        reply: dict[str, Any] = {"type": "originate.reply", "request_id": request.request_id}
+        try:
+            assert self.pbx is not None
+            reply["action_id"] = await self.pbx.originate(request)
+        except (PermanentError, RetryableError, ValidationError) as err:
+            reply.update(error=str(err), permanent=isinstance(err, PermanentError))
+        await self.hub.bus.publish("internal:originate.reply", reply)
 
     # -- live view -----------------------------------------------------------------------------
 
@@ -501,7 +548,7 @@ class CallService:
 
     async def originate(self, user: User, number: str, customer: Customer | None = None) -> str:
         """Ring the agent's own phone, then dial `number`; returns the request id."""
-        if self.pbx is None:
+        if self.pbx is None and not self.hub.config.redis.url:
             raise ValidationError("telephony is not configured ([ami] enabled = false)")
         devices = [d.device for d in user.devices]
         if not devices:
@@ -518,7 +565,7 @@ class CallService:
             request_id=f"c2c-{uuid.uuid4().hex[:16]}",
         )
         started = time.monotonic()
-        action_id = await self.pbx.originate(request)
+        action_id = await self._originate(request)
         log.info(
             "click-to-call by %s to %s queued in %.0f ms (%s)",
             user.username,
@@ -527,6 +574,21 @@ class CallService:
             action_id,
         )
         return action_id
+
+
+FORWARD_TIMEOUT = 15.0
+
+
+def _request_to_dict(r: OriginateRequest) -> dict[str, Any]:
+    return {
+        "channel": r.channel,
+        "exten": r.exten,
+        "context": r.context,
+        "caller_id": r.caller_id,
+        "timeout_s": r.timeout_s,
+        "variables": dict(r.variables),
+        "request_id": r.request_id,
+    }
 
 
 def _cid(name: str) -> str:

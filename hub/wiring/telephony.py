@@ -31,8 +31,35 @@ async def setup(hub: Hub, stack: AsyncExitStack) -> None:
         secret=cfg.secret,
         ping_interval=cfg.ping_interval,
     )
-    connector = await ami.start(settings, service)
-    stack.push_async_callback(ami.stop, connector)
-    service.pbx = connector
-    hub.parts["pbx"] = connector
     hub.parts["calls"] = service
+    if not hub.config.redis.url:
+        connector = await ami.start(settings, service)
+        stack.push_async_callback(ami.stop, connector)
+        service.pbx = connector
+        hub.parts["pbx"] = connector
+        return
+
+    # Several processes: exactly one holds the AMI link; the others serve websockets and the API
+    # (pops reach them through the Redis bus) and take the link over if the holder dies.
+    from hub.lease import RedisLease
+
+    holder: dict[str, ami.AmiConnector] = {}
+
+    async def acquire() -> None:
+        connector = await ami.start(settings, service)
+        holder["connector"] = connector
+        service.pbx = connector
+        hub.parts["pbx"] = connector
+
+    async def lose() -> None:
+        connector = holder.pop("connector", None)
+        service.pbx = None
+        hub.parts.pop("pbx", None)
+        if connector is not None:
+            await ami.stop(connector)
+
+    lease = RedisLease(
+        hub.config.redis.url, "ami", acquire, lose, ttl=hub.config.redis.lease_seconds
+    )
+    await lease.start()
+    stack.push_async_callback(lease.stop)
