@@ -6,7 +6,12 @@ import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import (
+    NumberParseException,
+    PhoneNumberFormat,
+    PhoneNumberType,
+    ValidationResult,
+)
 
 from hub.errors import ValidationError
 
@@ -37,7 +42,8 @@ def parse_phone(raw: str, default_region: str) -> PhoneNumber:
         parsed = phonenumbers.parse(text, default_region.upper())
     except NumberParseException as err:
         raise ValidationError(f"not a phone number: {raw!r} ({err})", field="phone") from err
-    if not phonenumbers.is_possible_number(parsed):
+    # IS_POSSIBLE_LOCAL_ONLY ("12", "110", an extension "201") is not a dialable E.164 number.
+    if phonenumbers.is_possible_number_with_reason(parsed) != ValidationResult.IS_POSSIBLE:
         raise ValidationError(f"not a possible phone number: {raw!r}", field="phone")
     kind = phonenumbers.number_type(parsed)
     return PhoneNumber(

@@ -114,7 +114,8 @@ def config(tmp_path: Path) -> Config:
 
 _pg_template_lock = asyncio.Lock()
 _pg_template_ready = False
-PG_TEMPLATE = "commhub_template"
+# One template per test process: parallel runs on one server must not drop each other's.
+PG_TEMPLATE = f"commhub_template_{os.getpid()}"
 
 
 async def _pg_admin(sql: str) -> None:
@@ -148,6 +149,14 @@ async def drop_pg_database(url: str) -> None:
     """Remove a test database."""
     name = url.rsplit("/", 1)[1]
     await _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_template() -> Iterator[None]:
+    """Remove this process's PostgreSQL template at the end of the run."""
+    yield
+    if _pg_template_ready:
+        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE} WITH (FORCE)"))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

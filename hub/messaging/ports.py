@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hub.errors import PermanentError
+
 
 @dataclass(frozen=True)
 class OutgoingEmail:
@@ -23,8 +25,24 @@ class OutgoingEmail:
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe
 
 
+class EmailRejected(PermanentError):
+    """A 5xx refusal. `recipient` is set only when the server refused the address itself (RCPT, or
+    a 5.1.x status at DATA): the caller must then suppress it (hub.consent.suppress(..., "bounced")).
+    A refusal of our sender or of the content leaves `recipient` None: not the recipient's fault."""
+
+    def __init__(self, message: str, *, code: int, stage: str, recipient: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.stage = stage  # mail | rcpt | data
+        self.recipient = recipient
+
+
 class EmailSender(Protocol):
-    """Sends email; raises hub.errors.RetryableError (4xx, network) or PermanentError (5xx)."""
+    """Sends email; raises hub.errors.RetryableError (4xx, network, after its own bounded retries),
+    AuthError (credentials refused) or EmailRejected, a PermanentError (5xx).
+
+    The sender never touches the database: on EmailRejected with a `recipient`, the caller
+    (hub.mail.outbound, the campaign engine) suppresses that address in its own transaction."""
 
     async def send(self, message: OutgoingEmail) -> str:
         """Send one message; returns its Message-ID once the server accepted it."""

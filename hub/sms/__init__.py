@@ -1,0 +1,1 @@
+"""The SMS channel's domain: text handling, the gateway registry, sending and receiving."""
