@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # and background tasks. Order is registration order.
 Wiring = Callable[[Hub, AsyncExitStack], Awaitable[None]]
 WIRINGS: list[tuple[str, Wiring]] = []
+# Channels first, then what uses them (campaigns send through email and SMS); shutdown runs in
+# reverse, so the campaign engine stops before the senders close.
+ORDER = ("email", "sms", "telephony", "reminders", "campaigns")
 
 
 def wiring(name: str) -> Callable[[Wiring], Wiring]:
@@ -70,7 +73,10 @@ async def running_hub(
         hub = Hub(config=config, engine=engine, sessions=session_factory(engine), bus=bus)
         if connectors:
             _load_channel_wiring()
-            for name, step in WIRINGS:
+            steps = sorted(
+                WIRINGS, key=lambda w: ORDER.index(w[0]) if w[0] in ORDER else len(ORDER)
+            )
+            for name, step in steps:
                 if only is not None and name not in only:
                     continue
                 log.debug("wiring %s", name)

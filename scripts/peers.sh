@@ -15,7 +15,7 @@ wait_port() {  # open+close a TCP connection without sending anything
 }
 
 install() {
-  local pkgs="dovecot-imapd postfix kannel kannel-extras redis-server postgresql-15 chromium fonts-liberation"
+  local pkgs="dovecot-imapd postfix kannel kannel-extras redis-server postgresql-15 chromium fonts-liberation openssl"
   # shellcheck disable=SC2086
   if dpkg -s $pkgs >/dev/null 2>&1; then echo "peers: packages present"; return 0; fi
   apt-get update -qq

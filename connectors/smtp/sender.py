@@ -1,0 +1,277 @@
+"""SmtpSender: a small pool of long-lived SMTP connections, rate limit, retries, error mapping.
+
+Policy:
+- Up to `pool_size` connections per server, opened on first need and kept for the next messages
+  (aiosmtplib has no PIPELINING, so throughput comes from parallel connections, not from one).
+  A connection idle for longer than IDLE_REUSE_SECONDS, or one the server closed, is reopened.
+- `rate_per_second` > 0 spaces message starts evenly across the whole pool (per server).
+- A 4xx reply or a network error is retried up to MAX_ATTEMPTS with capped, jittered backoff,
+  then GaveUp (a RetryableError). A network error also drops that connection.
+- A 5xx reply is final: EmailRejected (a PermanentError) with the code, the stage, and the
+  recipient when the address itself was refused, so that the caller can suppress it. The sender
+  never touches the database.
+- A refused login is AuthError: retrying with the same password cannot help.
+
+A network error after the end of DATA may mean the server accepted the message but its reply was
+lost: the retry can then deliver it twice. SMTP offers no way around that (RFC 5321 4.1.1.4); it
+is rare, and a duplicate beats a lost mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from hub.config import SmtpConfig
+from hub.errors import CommhubError, ConfigError, PermanentError, RetryableError
+from hub.messaging.ports import EmailRejected, OutgoingEmail
+
+from .compose import Rendered, parse_address, render
+from .const import BACKOFF_BASE, BACKOFF_MAX, IDLE_REUSE_SECONDS, MAX_ATTEMPTS
+from .errors import NETWORK_ERRORS, GaveUp, auth_failed, rejected, reply_text, unreachable
+
+_LOG = logging.getLogger(__name__)
+
+
+class RateLimiter:
+    """Evenly spaced starts at `rate` per second (0 = unlimited), shared by every caller."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        """Return when the next start is allowed; each caller reserves its own slot first."""
+        if not self.interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+@dataclass
+class _Slot:
+    """One pooled connection (or the place for one, when `smtp` is None)."""
+
+    smtp: aiosmtplib.SMTP | None = None
+    last_used: float = 0.0
+    sent: int = 0
+
+
+class SmtpSender:
+    """hub.messaging.ports.EmailSender over aiosmtplib with a connection pool."""
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_max: float = BACKOFF_MAX,
+        tls_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        if config.pool_size < 1:
+            raise ConfigError(f"[smtp] pool_size must be at least 1, got {config.pool_size}")
+        if config.security not in ("none", "starttls", "tls"):
+            raise ConfigError("[smtp] security must be none, starttls or tls")
+        if max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+        parse_address(config.from_address, "[smtp] from_address")
+        self.config = config
+        self.server = f"{config.host}:{config.port}"
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._tls_context = tls_context
+        self._local_hostname = local_hostname
+        self._limiter = RateLimiter(config.rate_per_second)
+        self._slots = [_Slot() for _ in range(config.pool_size)]
+        # LIFO: under light load the same warm connection serves every message and the others
+        # stay closed, instead of each slot opening its own connection in turn.
+        self._idle: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
+        for slot in self._slots:
+            self._idle.put_nowait(slot)
+        self._closed = False
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _client(self) -> aiosmtplib.SMTP:
+        cfg = self.config
+        return aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            username=cfg.username or None,
+            password=cfg.password or None,
+            local_hostname=self._local_hostname,
+            timeout=cfg.timeout,
+            use_tls=cfg.security == "tls",
+            start_tls=cfg.security == "starttls",
+            tls_context=self._tls_context,
+        )
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        """Connect, EHLO, STARTTLS and AUTH as configured; errors mapped onto hub.errors."""
+        if self._local_hostname is None:
+            # socket.getfqdn may do a DNS lookup: once, off the loop.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        client = self._client()
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPAuthenticationError as err:
+            client.close()
+            raise auth_failed(err, self.server) from err
+        except aiosmtplib.SMTPResponseException as err:
+            client.close()
+            if 500 <= err.code < 600:
+                raise PermanentError(
+                    f"SMTP server {self.server} refused the session: {reply_text(err)}"
+                ) from err
+            raise RetryableError(
+                f"SMTP server {self.server} refused the session for now: {reply_text(err)}"
+            ) from err
+        except aiosmtplib.SMTPException as err:
+            client.close()
+            if isinstance(err, NETWORK_ERRORS):
+                raise unreachable(err, self.server) from err
+            # e.g. SMTPNotSupported: STARTTLS or AUTH asked for but not offered.
+            raise ConfigError(f"SMTP server {self.server}: {err}") from err
+        except NETWORK_ERRORS as err:
+            client.close()
+            raise unreachable(err, self.server) from err
+        return client
+
+    async def _usable(self, slot: _Slot) -> aiosmtplib.SMTP:
+        """The slot's connection, (re)opened when missing, closed by the server, or stale."""
+        smtp = slot.smtp
+        if smtp is not None and (
+            not smtp.is_connected or time.monotonic() - slot.last_used > IDLE_REUSE_SECONDS
+        ):
+            await self._quit(smtp)
+            slot.smtp = smtp = None
+        if smtp is None:
+            smtp = await self._open()
+            slot.smtp = smtp
+            slot.sent = 0
+        return smtp
+
+    @staticmethod
+    async def _quit(smtp: aiosmtplib.SMTP) -> None:
+        if smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, *NETWORK_ERRORS):
+                await asyncio.wait_for(smtp.quit(), 2.0)
+        smtp.close()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, message: OutgoingEmail) -> str:
+        """Send one message; its Message-ID once the server accepted it (see module policy)."""
+        if self._closed:
+            raise RetryableError("the SMTP sender is closed")
+        rendered = render(message, self.config.from_address)
+        await self._limiter.wait()
+        attempt = 0
+        last: CommhubError | None = None
+        while True:
+            attempt += 1
+            try:
+                await self._attempt(rendered)
+                return rendered.message_id
+            except RetryableError as err:
+                last = err
+            if attempt >= self.max_attempts:
+                assert last is not None
+                raise GaveUp(
+                    f"gave up after {attempt} attempts to send to {rendered.recipient} via "
+                    f"{self.server}: {last}",
+                    attempts=attempt,
+                    last=last,
+                ) from last
+            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+            delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries do not align
+            _LOG.info(
+                "SMTP send to %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                rendered.recipient,
+                attempt,
+                self.max_attempts,
+                last,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, rendered: Rendered) -> None:
+        """One try on one pooled connection; RetryableError means 'may pass, try again'."""
+        slot = await self._idle.get()
+        try:
+            smtp = await self._usable(slot)
+            try:
+                await smtp.sendmail(rendered.envelope_from, [rendered.recipient], rendered.data)
+            except aiosmtplib.SMTPRecipientsRefused as err:
+                # One recipient per message: this wraps its single SMTPRecipientRefused.
+                raise self._response_error(err.recipients[0], rendered, slot) from err
+            except aiosmtplib.SMTPResponseException as err:
+                raise self._response_error(err, rendered, slot) from err
+            except NETWORK_ERRORS as err:
+                await self._drop(slot)
+                raise unreachable(err, self.server) from err
+            except aiosmtplib.SMTPException as err:
+                await self._drop(slot)
+                raise RetryableError(f"SMTP error from {self.server}: {err}") from err
+            slot.last_used = time.monotonic()
+            slot.sent += 1
+        finally:
+            self._idle.put_nowait(slot)
+
+    def _response_error(
+        self, err: aiosmtplib.SMTPResponseException, rendered: Rendered, slot: _Slot
+    ) -> CommhubError:
+        slot.last_used = time.monotonic()
+        if err.code == 421 or err.code < 400:
+            # 421: the server is closing this connection; anything odd: do not trust it either.
+            if slot.smtp is not None:
+                slot.smtp.close()
+            slot.smtp = None
+        if 500 <= err.code < 600:
+            return rejected(err, rendered.recipient, self.server)
+        return RetryableError(
+            f"{self.server} deferred the message to {rendered.recipient}: {reply_text(err)}"
+        )
+
+    async def _drop(self, slot: _Slot) -> None:
+        if slot.smtp is not None:
+            slot.smtp.close()
+        slot.smtp = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Connect and log in once (STARTTLS/TLS as configured), then QUIT: validates settings."""
+        smtp = await self._open()
+        await self._quit(smtp)
+
+    async def close(self) -> None:
+        """QUIT every pooled connection; later sends fail with RetryableError."""
+        self._closed = True
+        await asyncio.gather(
+            *(self._quit(slot.smtp) for slot in self._slots if slot.smtp is not None)
+        )
+        for slot in self._slots:
+            slot.smtp = None
+
+    @property
+    def open_connections(self) -> int:
+        """How many pooled connections are currently open (for tests and health)."""
+        return sum(1 for s in self._slots if s.smtp is not None and s.smtp.is_connected)
+
+
+__all__ = ["EmailRejected", "GaveUp", "RateLimiter", "SmtpSender"]

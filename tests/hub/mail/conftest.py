@@ -1,0 +1,30 @@
+"""Fixtures for mail tests that need the real Dovecot: an outside-world session, a scratch mailbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import require_peer
+from tests.connectors.imap.conftest import Admin
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[Admin]:
+    """The outside world's IMAP session (bob@example.test)."""
+    require_peer("dovecot")
+    session = Admin()
+    await session.open()
+    yield session
+    await session.close()
+
+
+@pytest.fixture
+async def scratch(admin: Admin) -> AsyncIterator[str]:
+    """A mailbox of this test's own (the accounts are shared with other tests)."""
+    name = f"commhub-e2e-{uuid.uuid4().hex[:10]}"
+    await admin.create(name)
+    yield name
+    await admin.delete(name)
