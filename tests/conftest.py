@@ -271,11 +271,14 @@ def bearer(token: str) -> dict[str, str]:
 class LiveHub:
     """A running commhub (web app on a real port) wired to a PBX simulator."""
 
-    def __init__(self, url: str, hub: Hub, sim: object, tokens: dict[str, str]) -> None:
+    def __init__(
+        self, url: str, hub: Hub, sim: object, tokens: dict[str, str], app: web.Application
+    ) -> None:
         self.url = url
         self.hub = hub
         self.sim = sim
         self.tokens = tokens
+        self.app = app
 
     @property
     def calls(self) -> object:
@@ -337,7 +340,7 @@ async def live_hub(tmp_path: Path) -> AsyncIterator[LiveHub]:
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             try:
-                yield LiveHub(f"http://127.0.0.1:{port}", running, sim, tokens)
+                yield LiveHub(f"http://127.0.0.1:{port}", running, sim, tokens, app)
             finally:
                 await runner.cleanup()
     finally:

@@ -10,7 +10,7 @@ from hub.users import audit, authenticate, close_session, open_session
 from web.app import JINJA
 from web.auth import COOKIE, LoginLimiter, current_user, public
 from web.errors import api_error, json_body
-from web.keys import CSRF, HUB
+from web.keys import CSRF, HUB, USER
 
 LIMITER = web.AppKey("login_limiter", LoginLimiter)
 
@@ -33,11 +33,14 @@ async def _login(request: web.Request, username: str, password: str) -> tuple[st
         user = await authenticate(session, username, password)
         if user is None:
             limiter.failed(*keys)
+            # Committed, not rolled back with the refusal: failed logins belong in the audit log.
             await audit(session, None, "login.failed", username[:64], remote=str(request.remote))
-            raise api_error(401, "bad_credentials", "wrong user name or password")
-        limiter.succeeded(*keys)
-        sid, csrf = await open_session(session, user, hub.config.web.session_hours)
-        await audit(session, user.id, "login", user.username)
+        else:
+            limiter.succeeded(*keys)
+            sid, csrf = await open_session(session, user, hub.config.web.session_hours)
+            await audit(session, user.id, "login", user.username)
+    if user is None:
+        raise api_error(401, "bad_credentials", "wrong user name or password")
     return sid, csrf, user
 
 
@@ -99,11 +102,12 @@ async def api_logout(request: web.Request) -> web.Response:
 
 @public
 async def login_page(request: web.Request) -> web.Response:
-    """GET /login: the form."""
+    """GET /login: the form (someone already logged in goes straight on)."""
+    target = _safe_next(request.query.get("next", "/"))
+    if request.get(USER) is not None:
+        raise web.HTTPFound(target)
     env = request.app[JINJA]
-    html = env.get_template("login.html").render(
-        error=None, next=_safe_next(request.query.get("next", "/")), username=""
-    )
+    html = env.get_template("login.html").render(error=None, next=target, username="")
     return web.Response(text=html, content_type="text/html")
 
 
