@@ -158,6 +158,7 @@ class Config:
 
 
 _SECTIONS = {f.name: f for f in fields(Config) if f.name != "source"}
+SMS_GATEWAY_TABLES = ("kannel", "smpp", "http")
 _ENV_RE = re.compile(r"^COMMHUB_([A-Z]+)_([A-Z0-9_]+)$")
 
 
@@ -263,6 +264,12 @@ def load_config(
         if section not in _SECTIONS:
             if key != "COMMHUB_CONFIG":
                 raise ConfigError(f"environment {key}: unknown section {section!r}")
+            continue
+        gateway, _, rest = name.partition("_")
+        if section == "sms" and gateway in SMS_GATEWAY_TABLES and rest:
+            # COMMHUB_SMS_KANNEL_PASSWORD → [sms.kannel] password: secrets of gateway tables.
+            table = data.setdefault("sms", {}).setdefault(gateway, {})
+            table[rest] = value
             continue
         data.setdefault(section, {})[name] = value
 
