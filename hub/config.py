@@ -204,22 +204,28 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
 
 
-def _build_section(name: str, raw: Mapping[str, Any], source: str) -> Any:
-    """Build one section dataclass from a table, refusing keys it does not know."""
+def _build_section(
+    name: str, raw: Mapping[str, Any], source: str, from_env: Mapping[tuple[str, str], str]
+) -> Any:
+    """Build one section dataclass from a table, refusing keys it does not know; a value that
+    came from the environment is blamed on its variable, not on the file."""
     cls: Any = _SECTIONS[name].default_factory
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in raw.items():
+        var = from_env.get((name, key))
+        where = f"environment {var}: [{name}] {key}" if var else f"{source}: [{name}] {key}"
         if key not in known:
             if name == "sms" and isinstance(value, dict):
                 extra[key] = value  # [sms.kannel] etc.: gateway settings
                 continue
+            origin = f"environment {var}" if var else source
             raise ConfigError(
-                f"{source}: unknown key [{name}] {key!r}; known keys: {', '.join(sorted(known))}"
+                f"{origin}: unknown key [{name}] {key!r}; known keys: {', '.join(sorted(known))}"
             )
-        values[key] = _coerce(value, hints[key], f"{source}: [{name}] {key}")
+        values[key] = _coerce(value, hints[key], where)
     if extra:
         merged = dict(values.get("settings", {}))
         merged.update(extra)
@@ -256,6 +262,7 @@ def load_config(
         if not isinstance(data[section], dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
 
+    from_env: dict[tuple[str, str], str] = {}
     for key, value in env.items():
         match = _ENV_RE.match(key)
         if not match:
@@ -272,8 +279,11 @@ def load_config(
             table[rest] = value
             continue
         data.setdefault(section, {})[name] = value
+        from_env[(section, name)] = key
 
-    sections = {name: _build_section(name, data.get(name, {}), source) for name in _SECTIONS}
+    sections = {
+        name: _build_section(name, data.get(name, {}), source, from_env) for name in _SECTIONS
+    }
     config = Config(**sections, source=source)
     _validate(config)
     return config
