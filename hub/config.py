@@ -216,12 +216,16 @@ def _build_section(
     extra: dict[str, Any] = {}
     for key, value in raw.items():
         var = from_env.get((name, key))
-        where = f"environment {var}: [{name}] {key}" if var else f"{source}: [{name}] {key}"
+        where = (
+            f"environment {var} (over {source}): [{name}] {key}"
+            if var
+            else f"{source}: [{name}] {key}"
+        )
         if key not in known:
             if name == "sms" and isinstance(value, dict):
                 extra[key] = value  # [sms.kannel] etc.: gateway settings
                 continue
-            origin = f"environment {var}" if var else source
+            origin = f"environment {var} (over {source})" if var else source
             raise ConfigError(
                 f"{origin}: unknown key [{name}] {key!r}; known keys: {', '.join(sorted(known))}"
             )

@@ -41,10 +41,12 @@ def test_production_example_needs_its_secrets_from_the_environment() -> None:
 
 def test_a_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(
-        ConfigError, match=r"environment COMMHUB_WEB_PORT: \[web\] port: expected a whole"
+        ConfigError,
+        match=r"environment COMMHUB_WEB_PORT \(over .*commhub\.toml\): \[web\] port: expected a whole",
     ):
         load_config(ROOT / "config" / "commhub.toml", environ={"COMMHUB_WEB_PORT": "eighty"})
     with pytest.raises(
-        ConfigError, match=r"environment COMMHUB_WEB_COLOUR: unknown key \[web\] 'colour'"
+        ConfigError,
+        match=r"environment COMMHUB_WEB_COLOUR \(over .*commhub\.toml\): unknown key \[web\] 'colour'",
     ):
         load_config(ROOT / "config" / "commhub.toml", environ={"COMMHUB_WEB_COLOUR": "blue"})
