@@ -166,6 +166,10 @@ def main() -> None:
             ours, stats = asyncio.run(commhub_run(db, rate))
             elapsed = time.perf_counter() - t0
         lo, lb = ours["latencies"], bare["latencies"]
+        if not lo or not lb:
+            raise SystemExit(
+                f"{rate} calls/s: no pops measured (commhub {len(lo)}, bare {len(lb)})"
+            )
         gap = pct(lo, 99) - pct(lb, 99)
         print(
             f"{rate:>4} calls/s: commhub p50 {statistics.median(lo):.2f} ms, p99 {pct(lo, 99):.2f} ms "

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.cards import card_for_phone, customer_id_for_phone
+from hub.cards import CardReader, customer_id_for_phone
 from hub.errors import PermanentError, RetryableError, ValidationError
 from hub.models.calls import Call
 from hub.models.customers import Customer
@@ -117,6 +117,7 @@ class CallService:
         self.pbx = pbx
         self.region = hub.config.phone.default_region
         self.directory = AgentDirectory()
+        self.cards = CardReader(hub.config.database.url, hub.sessions)
         self.tracker = CallTracker(
             TrackerConfig(
                 internal_pattern=__import__("re").compile(
@@ -165,6 +166,7 @@ class CallService:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        self.cards.close()
 
     async def drain(self) -> None:
         """Wait until every pop is pushed and every finished call is written (tests, shutdown)."""
@@ -265,10 +267,7 @@ class CallService:
 
     async def _pop(self, agent: Agent, ringing: CallRinging) -> None:
         caller = normalize_caller(ringing.caller, self.region)
-        card = None
-        if caller is not None:
-            async with self.hub.sessions() as session:
-                card = await card_for_phone(session, caller)
+        card = await self.cards.card(caller) if caller is not None else None
         self.stats["pops"] += 1
         await self.hub.bus.publish(
             f"user:{agent.user_id}",
