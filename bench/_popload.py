@@ -17,7 +17,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.pbxsim import PbxSimulator  # noqa: E402
+from connectors.pbxsim import PbxSimulator
 
 
 async def main() -> None:

@@ -24,14 +24,12 @@ async def suppress(
         raise ValidationError(f"channel must be email or sms, got {channel!r}")
     if reason not in REASONS:
         raise ValidationError(f"reason must be one of {', '.join(REASONS)}")
-    insert = (
-        postgresql.insert
-        if session.get_bind().dialect.name == "postgresql"
-        else sqlite.insert
-    )
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (
         insert(Suppression)
-        .values(channel=channel, value=value, reason=reason, detail=detail[:500], created_at=utcnow())
+        .values(
+            channel=channel, value=value, reason=reason, detail=detail[:500], created_at=utcnow()
+        )
         .on_conflict_do_nothing(index_elements=["channel", "value"])
         .returning(Suppression.id)
     )
@@ -60,6 +58,8 @@ async def suppressed_among(session: AsyncSession, channel: str, values: Iterable
     if not wanted:
         return set()
     rows = await session.scalars(
-        select(Suppression.value).where(Suppression.channel == channel, Suppression.value.in_(wanted))
+        select(Suppression.value).where(
+            Suppression.channel == channel, Suppression.value.in_(wanted)
+        )
     )
     return set(rows.all())

@@ -19,6 +19,8 @@ class Suppression(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(8))  # email | sms
     value: Mapped[str] = mapped_column(String(254))
-    reason: Mapped[str] = mapped_column(String(32))  # unsubscribed | bounced | stop | complaint | manual
+    reason: Mapped[str] = mapped_column(
+        String(32)
+    )  # unsubscribed | bounced | stop | complaint | manual
     detail: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import hub.models.base
-from sqlalchemy.dialects import postgresql
 
 revision = "0002_calls"
 down_revision = "0001_foundation"

@@ -25,7 +25,7 @@ HOST = "127.0.0.1"
 SMSC_PORT = 10000
 STATUS_URL = "http://127.0.0.1:13000/status.txt?password=statuspw"
 # One process at a time may be the SMSC (tests, the bench): a file lock, not an asyncio one.
-LOCK_FILE = Path(os.environ.get("PEERS_DIR", "/tmp/commhub-peers")) / "kannel" / "fakesmsc.lock"  # noqa: S108
+LOCK_FILE = Path(os.environ.get("PEERS_DIR", "/tmp/commhub-peers")) / "kannel" / "fakesmsc.lock"
 
 
 @dataclass

@@ -165,7 +165,7 @@ def test_inbound_queue() -> None:
 def test_inbound_recorded() -> None:
     """MixMonitor names the recording after the trunk leg's Uniqueid."""
     record = play("inbound-recorded").record
-    assert record.recording == "/tmp/ast/recordings/crm-test-1795337210.23.wav"  # noqa: S108
+    assert record.recording == "/tmp/ast/recordings/crm-test-1795337210.23.wav"
     assert record.answered_by == ("Local/102@agents",) and record.disposition == "answered"
     assert 1.8 <= record.wait_seconds <= 2.3 and 1.5 <= record.talk_seconds <= 4.0
 
