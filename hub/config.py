@@ -122,7 +122,7 @@ class CampaignsConfig:
 
     email_rate_per_second: float = 0.0
     sms_rate_per_second: float = 10.0
-    email_concurrency: int = 4
+    email_concurrency: int = 8  # messages in flight: about twice [smtp] pool_size keeps it busy
     sms_concurrency: int = 4
     batch_size: int = 500
     max_consecutive_errors: int = 50

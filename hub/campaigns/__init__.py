@@ -1,0 +1,1 @@
+"""Campaigns: segments, templates, schedules, the sending engine, consent links, triggers, reports."""

@@ -1,0 +1,1 @@
+"""Tests of the campaign engine, segments, templates, schedules, consent links, triggers."""
