@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.db import insert_for
 from hub.errors import ValidationError
 from hub.models.base import utcnow
 from hub.models.consent import Suppression
@@ -24,7 +24,7 @@ async def suppress(
         raise ValidationError(f"channel must be email or sms, got {channel!r}")
     if reason not in REASONS:
         raise ValidationError(f"reason must be one of {', '.join(REASONS)}")
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     stmt = (
         insert(Suppression)
         .values(

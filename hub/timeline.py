@@ -6,17 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.db import insert_for
 from hub.errors import ValidationError
 from hub.models.base import utcnow
 from hub.models.customers import Customer
 from hub.models.interactions import CHANNELS, Interaction
-
-
-def _insert_for(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 async def record_interaction(
@@ -55,7 +51,7 @@ async def record_interaction(
         "created_at": utcnow(),
     }
     stmt = (
-        _insert_for(session)(Interaction)
+        insert_for(session)(Interaction)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["channel", "external_id"])
         .returning(Interaction.id)

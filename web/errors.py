@@ -69,6 +69,21 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(500, "internal", "internal error; the server log has the details")
 
 
+def int_param(value: str, name: str, default: int | None = None) -> int:
+    """A whole number from a query or path parameter; empty → default; else a 400 naming it."""
+    if value == "" and default is not None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number", field=name) from None
+
+
+def path_id(request: web.Request) -> int:
+    """The {id} of the route, as a number."""
+    return int_param(request.match_info["id"], "id")
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, or a 400 that says what is wrong."""
     try:

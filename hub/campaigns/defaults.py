@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.campaigns.service import insert_for
 from hub.campaigns.templates import validate_template
+from hub.db import insert_for
 from hub.models.base import utcnow
 from hub.models.campaigns import MessageTemplate
 

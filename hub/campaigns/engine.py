@@ -62,13 +62,13 @@ from hub.campaigns.schedule import due_firing, zone
 from hub.campaigns.segments import Clock, compile_filter
 from hub.campaigns.service import (
     compile_template,
-    insert_for,
     preview,
     run_progress,
     set_campaign_state,
     start_run,
 )
 from hub.campaigns.templates import CompiledTemplate, Rendered, RenderError
+from hub.db import insert_for
 from hub.errors import AuthError, PermanentError, RetryableError, ValidationError
 from hub.messaging.ports import EmailRejected
 from hub.models.base import utcnow

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.campaigns.context import load_customers, message_context
@@ -23,6 +22,7 @@ from hub.campaigns.templates import (
     sample_context,
     validate_template,
 )
+from hub.db import insert_for
 from hub.errors import NotFound, ValidationError
 from hub.models.base import utcnow
 from hub.models.campaigns import (
@@ -40,11 +40,6 @@ from hub.models.customers import Customer
 CHANNELS = ("email", "sms")
 TRIGGER_EVENTS = ("call.missed", "customer.created", "no_contact")
 ACTIVE_RUN = ("sending", "paused")
-
-
-def insert_for(session: AsyncSession) -> Any:
-    """The dialect's INSERT (for ON CONFLICT)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _text(data: Mapping[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.campaigns.context import address_expr
 from hub.campaigns.schedule import zone
 from hub.campaigns.segments import Clock, compile_filter, dialect_of
-from hub.campaigns.service import insert_for
 from hub.consent import is_suppressed
+from hub.db import insert_for
 from hub.errors import ValidationError
 from hub.models.base import JSONType, UTCDateTime
 from hub.models.campaigns import TriggerDelivery, TriggerRule

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.bus import Bus
 from hub.consent import suppress
 from hub.customers import create_customer, find_by_email
+from hub.db import insert_for
 from hub.errors import RetryableError, ValidationError
 from hub.mail.bounce import BounceReport
 from hub.mail.parse import Limits, ParsedEmail, parse_email
@@ -58,10 +58,6 @@ class InboundResult:
     bounced_original: EmailMessage | None = None
     suppressed: list[str] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 async def find_message(session: AsyncSession, message_id: str) -> EmailMessage | None:
@@ -415,7 +411,7 @@ async def _put_state(
         "last_uid": state.last_uid,
         "updated_at": utcnow(),
     }
-    stmt = _insert(session)(ImapState).values(**values)
+    stmt = insert_for(session)(ImapState).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["account", "mailbox"],
         set_={

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.consent import is_suppressed, suppress, unsuppress
 from hub.customers import create_customer, find_by_phone, get_customer
+from hub.db import insert_for
 from hub.errors import CommhubError, NotFound, PermanentError, ValidationError
 from hub.messaging.ports import OutgoingSms, SmsGateway
 from hub.models.base import utcnow
@@ -52,10 +52,6 @@ class SmsSuppressed(ValidationError):
 def new_reference() -> str:
     """A fresh reference for one outgoing SMS (ours; echoed back in delivery reports)."""
     return uuid.uuid4().hex
-
-
-def _insert_for(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def sms_to_dict(row: SmsMessage) -> dict[str, Any]:
@@ -252,7 +248,7 @@ async def send_sms(
         if marketing and await is_suppressed(session, "sms", e164):
             raise SmsSuppressed(f"{e164} opted out of marketing SMS (STOP)", field="to")
         new_id = await session.scalar(
-            _insert_for(session)(SmsMessage)
+            insert_for(session)(SmsMessage)
             .values(
                 reference=ref,
                 direction="out",
@@ -504,7 +500,7 @@ async def receive_sms(hub: Hub, sms: InboundSms) -> dict[str, Any]:
     lead_created = False
     async with hub.sessions() as session, session.begin():
         new_id = await session.scalar(
-            _insert_for(session)(SmsMessage)
+            insert_for(session)(SmsMessage)
             .values(
                 reference=ref,
                 direction="in",

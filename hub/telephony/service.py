@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.cards import CardReader, customer_id_for_phone
+from hub.db import insert_for
 from hub.errors import PermanentError, RetryableError, ValidationError
 from hub.models.calls import Call
 from hub.models.customers import Customer
@@ -469,13 +469,8 @@ class CallService:
                 ],
                 "caller_withheld": record.caller_withheld,
             }
-            insert = (
-                postgresql.insert
-                if session.get_bind().dialect.name == "postgresql"
-                else sqlite.insert
-            )
             new_id = await session.scalar(
-                insert(Call)
+                insert_for(session)(Call)
                 .values(**values)
                 .on_conflict_do_nothing(index_elements=["linkedid"])
                 .returning(Call.id)

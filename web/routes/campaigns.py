@@ -16,24 +16,11 @@ from hub.phone import normalize_email, normalize_phone
 from hub.services import Hub
 from hub.users import audit
 from web.auth import require_role
-from web.errors import error_response, json_body
+from web.errors import error_response, int_param, json_body, path_id
 from web.keys import HUB
 
 ROLE = "marketer"
 PROGRESS_TOPIC = "role:marketer"
-
-
-def _int(value: str, name: str, default: int | None = None) -> int:
-    if value == "" and default is not None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number", field=name) from None
-
-
-def _id(request: web.Request) -> int:
-    return _int(request.match_info["id"], "id")
 
 
 def _invalid_template(err: TemplateInvalid) -> web.Response:
@@ -116,7 +103,7 @@ async def get_template(request: web.Request) -> web.Response:
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
         return web.json_response(
-            service.template_to_dict(await service.get_template(session, _id(request)))
+            service.template_to_dict(await service.get_template(session, path_id(request)))
         )
 
 
@@ -126,7 +113,7 @@ async def patch_template(request: web.Request) -> web.Response:
     data = await json_body(request)
     try:
         async with request.app[HUB].sessions() as session, session.begin():
-            row = await service.update_template(session, _id(request), data)
+            row = await service.update_template(session, path_id(request), data)
             await audit(session, user.id, "template.update", f"template:{row.id}")
             body = service.template_to_dict(row)
     except TemplateInvalid as err:
@@ -137,7 +124,7 @@ async def patch_template(request: web.Request) -> web.Response:
 async def delete_template(request: web.Request) -> web.Response:
     """DELETE /api/v1/templates/{id}"""
     user = require_role(request, ROLE)
-    template_id = _id(request)
+    template_id = path_id(request)
     async with request.app[HUB].sessions() as session, session.begin():
         await service.delete_template(session, template_id)
         await audit(session, user.id, "template.delete", f"template:{template_id}")
@@ -151,7 +138,7 @@ async def preview_template(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     customer_id = _optional_id(data, "customer_id")
     async with hub.sessions() as session:
-        template = await service.get_template(session, _id(request))
+        template = await service.get_template(session, path_id(request))
         rendered = await service.preview(
             session,
             template,
@@ -200,7 +187,7 @@ async def get_segment(request: web.Request) -> web.Response:
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
         return web.json_response(
-            service.segment_to_dict(await service.get_segment(session, _id(request)))
+            service.segment_to_dict(await service.get_segment(session, path_id(request)))
         )
 
 
@@ -209,7 +196,7 @@ async def patch_segment(request: web.Request) -> web.Response:
     user = require_role(request, ROLE)
     data = await json_body(request)
     async with request.app[HUB].sessions() as session, session.begin():
-        row = await service.update_segment(session, _id(request), data)
+        row = await service.update_segment(session, path_id(request), data)
         await audit(session, user.id, "segment.update", f"segment:{row.id}")
         body = service.segment_to_dict(row)
     return web.json_response(body)
@@ -218,7 +205,7 @@ async def patch_segment(request: web.Request) -> web.Response:
 async def delete_segment(request: web.Request) -> web.Response:
     """DELETE /api/v1/segments/{id}"""
     user = require_role(request, ROLE)
-    segment_id = _id(request)
+    segment_id = path_id(request)
     async with request.app[HUB].sessions() as session, session.begin():
         await service.delete_segment(session, segment_id)
         await audit(session, user.id, "segment.delete", f"segment:{segment_id}")
@@ -235,7 +222,7 @@ async def count_segment(request: web.Request) -> web.Response:
     async with request.app[HUB].sessions() as session:
         if data.get("segment_id") is not None:
             segment = await service.get_segment(
-                session, _int(str(data["segment_id"]), "segment_id")
+                session, int_param(str(data["segment_id"]), "segment_id")
             )
             spec: Any = segment.filter
         else:
@@ -248,7 +235,7 @@ async def count_saved_segment(request: web.Request) -> web.Response:
     """GET /api/v1/segments/{id}/count?timezone="""
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
-        segment = await service.get_segment(session, _id(request))
+        segment = await service.get_segment(session, path_id(request))
         count = await service.count_segment(
             session, segment.filter, tz_name=request.query.get("timezone") or "UTC"
         )
@@ -266,8 +253,8 @@ async def list_campaigns(request: web.Request) -> web.Response:
         rows, nxt = await service.list_campaigns(
             session,
             status=qs.get("status") or None,
-            limit=_int(qs.get("limit", ""), "limit", 50),
-            before_id=_int(qs["cursor"], "cursor") if qs.get("cursor") else None,
+            limit=int_param(qs.get("limit", ""), "limit", 50),
+            before_id=int_param(qs["cursor"], "cursor") if qs.get("cursor") else None,
         )
         items = [
             service.campaign_to_dict(c, await service.get_schedule(session, c.id)) for c in rows
@@ -290,7 +277,7 @@ async def get_campaign(request: web.Request) -> web.Response:
     """GET /api/v1/campaigns/{id}"""
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
-        row = await service.get_campaign(session, _id(request))
+        row = await service.get_campaign(session, path_id(request))
         body = service.campaign_to_dict(row, await service.get_schedule(session, row.id))
     return web.json_response(body)
 
@@ -300,7 +287,7 @@ async def patch_campaign(request: web.Request) -> web.Response:
     user = require_role(request, ROLE)
     data = await json_body(request)
     async with request.app[HUB].sessions() as session, session.begin():
-        row = await service.update_campaign(session, _id(request), data)
+        row = await service.update_campaign(session, path_id(request), data)
         await audit(session, user.id, "campaign.update", f"campaign:{row.id}", fields=sorted(data))
         body = service.campaign_to_dict(row, await service.get_schedule(session, row.id))
     return web.json_response(body)
@@ -309,7 +296,7 @@ async def patch_campaign(request: web.Request) -> web.Response:
 async def delete_campaign(request: web.Request) -> web.Response:
     """DELETE /api/v1/campaigns/{id} (not while sending)."""
     user = require_role(request, ROLE)
-    campaign_id = _id(request)
+    campaign_id = path_id(request)
     async with request.app[HUB].sessions() as session, session.begin():
         await service.delete_campaign(session, campaign_id)
         await audit(session, user.id, "campaign.delete", f"campaign:{campaign_id}")
@@ -323,7 +310,7 @@ async def preview_campaign(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     customer_id = _optional_id(data, "customer_id")
     async with hub.sessions() as session:
-        campaign = await service.get_campaign(session, _id(request))
+        campaign = await service.get_campaign(session, path_id(request))
         template = await service.get_template(session, campaign.template_id)
         rendered = await service.preview(
             session,
@@ -341,7 +328,7 @@ async def schedule_campaign(request: web.Request) -> web.Response:
     user = require_role(request, ROLE)
     data = await json_body(request)
     hub = request.app[HUB]
-    campaign_id = _id(request)
+    campaign_id = path_id(request)
     async with hub.sessions() as session, session.begin():
         result = await service.schedule_campaign(session, campaign_id, data)
         await audit(
@@ -367,7 +354,7 @@ def _state_handler(action: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         user = require_role(request, ROLE)
         hub = request.app[HUB]
-        campaign_id = _id(request)
+        campaign_id = path_id(request)
         data = await json_body(request) if request.can_read_body else {}
         reason = data.get("reason") or ""
         if not isinstance(reason, str):
@@ -399,7 +386,7 @@ async def send_test(request: web.Request) -> web.Response:
         raise ValidationError("to is required", field="to")
     customer_id = _optional_id(data, "customer_id")
     async with hub.sessions() as session:
-        campaign = await service.get_campaign(session, _id(request))
+        campaign = await service.get_campaign(session, path_id(request))
         template = await service.get_template(session, campaign.template_id)
     address = (
         normalize_email(to) if campaign.channel == "email" else normalize_phone(to, hub.region)
@@ -416,14 +403,14 @@ async def campaign_progress(request: web.Request) -> web.Response:
     """GET /api/v1/campaigns/{id}/progress: state and counts of the latest runs."""
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
-        return web.json_response(await service.campaign_progress(session, _id(request)))
+        return web.json_response(await service.campaign_progress(session, path_id(request)))
 
 
 async def campaign_report(request: web.Request) -> web.Response:
     """GET /api/v1/campaigns/{id}/report: per run and per customer source."""
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
-        return web.json_response(await report.campaign_report(session, _id(request)))
+        return web.json_response(await report.campaign_report(session, path_id(request)))
 
 
 # --- trigger rules --------------------------------------------------------------------------
@@ -455,7 +442,7 @@ async def get_rule(request: web.Request) -> web.Response:
     require_role(request, ROLE)
     async with request.app[HUB].sessions() as session:
         return web.json_response(
-            service.rule_to_dict(await service.get_rule(session, _id(request)))
+            service.rule_to_dict(await service.get_rule(session, path_id(request)))
         )
 
 
@@ -465,7 +452,7 @@ async def patch_rule(request: web.Request) -> web.Response:
     data = await json_body(request)
     hub = request.app[HUB]
     async with hub.sessions() as session, session.begin():
-        rule = await service.update_rule(session, _id(request), data)
+        rule = await service.update_rule(session, path_id(request), data)
         await audit(session, user.id, "trigger.update", f"trigger:{rule.id}", fields=sorted(data))
         body = service.rule_to_dict(rule)
     _wake(hub)
@@ -475,7 +462,7 @@ async def patch_rule(request: web.Request) -> web.Response:
 async def delete_rule(request: web.Request) -> web.Response:
     """DELETE /api/v1/triggers/{id}"""
     user = require_role(request, ROLE)
-    rule_id = _id(request)
+    rule_id = path_id(request)
     async with request.app[HUB].sessions() as session, session.begin():
         await service.delete_rule(session, rule_id)
         await audit(session, user.id, "trigger.delete", f"trigger:{rule_id}")

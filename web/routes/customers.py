@@ -11,24 +11,11 @@ from hub.errors import ValidationError
 from hub.timeline import interaction_to_dict, timeline
 from hub.users import audit
 from web.auth import require_role
-from web.errors import json_body
+from web.errors import int_param, json_body, path_id
 from web.keys import HUB
 
 READERS = ("agent", "marketer", "supervisor")
 WRITERS = ("agent", "marketer", "supervisor")
-
-
-def _int(value: str, name: str, default: int | None = None) -> int:
-    if value == "" and default is not None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number", field=name) from None
-
-
-def _id(request: web.Request) -> int:
-    return _int(request.match_info["id"], "id")
 
 
 async def list_customers(request: web.Request) -> web.Response:
@@ -47,7 +34,7 @@ async def list_customers(request: web.Request) -> web.Response:
             source=qs.get("source", ""),
             sort=qs.get("sort", "name"),
             descending=qs.get("order", "asc") == "desc",
-            limit=_int(qs.get("limit", ""), "limit", 50),
+            limit=int_param(qs.get("limit", ""), "limit", 50),
             cursor=qs.get("cursor") or None,
         )
         return web.json_response({"items": [svc.customer_to_dict(c) for c in rows], "next": cursor})
@@ -75,7 +62,7 @@ async def get_customer(request: web.Request) -> web.Response:
     require_role(request, *READERS)
     hub = request.app[HUB]
     async with hub.sessions() as session:
-        customer = await svc.get_customer(session, _id(request))
+        customer = await svc.get_customer(session, path_id(request))
         return web.json_response(await svc.customer_card(session, customer))
 
 
@@ -85,7 +72,7 @@ async def patch_customer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     data = await json_body(request)
     async with hub.sessions() as session, session.begin():
-        customer = await svc.update_customer(session, _id(request), data, hub.region)
+        customer = await svc.update_customer(session, path_id(request), data, hub.region)
         await audit(
             session, user.id, "customer.update", f"customer:{customer.id}", fields=sorted(data)
         )
@@ -97,7 +84,7 @@ async def delete_customer(request: web.Request) -> web.Response:
     """DELETE /api/v1/customers/{id} (supervisors and admins only)."""
     user = require_role(request, "supervisor")
     hub = request.app[HUB]
-    customer_id = _id(request)
+    customer_id = path_id(request)
     async with hub.sessions() as session, session.begin():
         await svc.delete_customer(session, customer_id)
         await audit(session, user.id, "customer.delete", f"customer:{customer_id}")
@@ -109,7 +96,7 @@ async def customer_timeline(request: web.Request) -> web.Response:
     require_role(request, *READERS)
     hub = request.app[HUB]
     qs = request.query
-    limit = max(1, min(_int(qs.get("limit", ""), "limit", 50), 200))
+    limit = max(1, min(int_param(qs.get("limit", ""), "limit", 50), 200))
     before = None
     if qs.get("cursor"):
         at, _, row_id = qs["cursor"].partition("|")
@@ -118,9 +105,9 @@ async def customer_timeline(request: web.Request) -> web.Response:
         except ValueError:
             raise ValidationError("bad cursor", field="cursor") from None
     async with hub.sessions() as session:
-        await svc.get_customer(session, _id(request))
+        await svc.get_customer(session, path_id(request))
         rows = await timeline(
-            session, _id(request), limit=limit + 1, before=before, channel=qs.get("channel")
+            session, path_id(request), limit=limit + 1, before=before, channel=qs.get("channel")
         )
     nxt = None
     if len(rows) > limit:
@@ -138,7 +125,7 @@ async def merge_customer(request: web.Request) -> web.Response:
     if not isinstance(other, int):
         raise ValidationError("other_id must be a customer id", field="other_id")
     async with hub.sessions() as session, session.begin():
-        keep = await svc.merge_customers(session, _id(request), other)
+        keep = await svc.merge_customers(session, path_id(request), other)
         await audit(session, user.id, "customer.merge", f"customer:{keep.id}", merged=other)
         body = svc.customer_to_dict(keep)
     return web.json_response(body)

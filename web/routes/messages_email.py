@@ -7,23 +7,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hub.errors import NotFound, ValidationError
+from hub.errors import NotFound
 from hub.mail.outbound import draft_from_json, message_to_dict, send_email
 from hub.models.mail import EmailMessage
 from hub.users import audit
 from web.auth import require_role
-from web.errors import api_error, json_body
+from web.errors import api_error, int_param, json_body
 from web.keys import HUB
 
 SENDERS = ("agent", "supervisor")
 READERS = ("agent", "marketer", "supervisor")
-
-
-def _int(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number", field=name) from None
 
 
 async def send(request: web.Request) -> web.Response:
@@ -52,7 +45,7 @@ async def send(request: web.Request) -> web.Response:
 
 async def _message(request: web.Request) -> EmailMessage:
     hub = request.app[HUB]
-    message_id = _int(request.match_info["id"], "id")
+    message_id = int_param(request.match_info["id"], "id")
     async with hub.sessions() as session:
         row = await session.get(EmailMessage, message_id)
     if row is None:
@@ -70,7 +63,7 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/messages/{id}/attachments/{n}: the file, always as a download."""
     require_role(request, *READERS)
     row = await _message(request)
-    index = _int(request.match_info["n"], "n")
+    index = int_param(request.match_info["n"], "n")
     if not 0 <= index < len(row.attachments):
         raise NotFound(f"message {row.id} has no attachment {index}")
     meta = row.attachments[index]

@@ -19,9 +19,10 @@ READ_LIMIT = 10.0
 
 
 def shared_traces() -> Path:
-    """shared/traces beside the repository (CI clones main with shared/ next to it)."""
-    override = os.environ.get("COMMHUB_TRACES")
-    return Path(override) if override else REPO.parent / "shared" / "traces"
+    """shared/traces beside the repository, or under $COMMHUB_SHARED (tests/conftest.py)."""
+    from tests.conftest import SHARED
+
+    return SHARED / "traces"
 
 
 def need_cacofonisk() -> Path:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED
+
 # Third-party traces (cacofonisk, MIT) are read in place, never copied into the repository.
-SHARED_TRACES = Path(os.environ.get("COMMHUB_SHARED_TRACES", "/work/shared/traces"))
+SHARED_TRACES = Path(os.environ.get("COMMHUB_SHARED_TRACES", str(SHARED / "traces")))
 CACOFONISK = SHARED_TRACES / "cacofonisk"
 # Our own Asterisk 22 recordings are project fixtures.
 ASTERISK22 = Path(__file__).resolve().parents[2] / "fixtures" / "asterisk22"
