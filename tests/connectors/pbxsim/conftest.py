@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -27,12 +26,9 @@ def shared_traces() -> Path:
 
 def need_cacofonisk() -> Path:
     """The third-party traces, read in place; missing is a skip locally, an error in CI."""
-    path = shared_traces() / "cacofonisk"
-    if not path.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cacofonisk traces missing at {path}")
-        pytest.skip(f"cacofonisk traces missing at {path}")
-    return path
+    from tests.conftest import require_path
+
+    return require_path(shared_traces() / "cacofonisk", "cacofonisk traces (set COMMHUB_SHARED)")
 
 
 class AmiClient:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import SHARED
+from tests.conftest import SHARED, require_path
 
 # Third-party traces (cacofonisk, MIT) are read in place, never copied into the repository.
 SHARED_TRACES = Path(os.environ.get("COMMHUB_SHARED_TRACES", str(SHARED / "traces")))
@@ -18,9 +16,5 @@ ASTERISK22 = Path(__file__).resolve().parents[2] / "fixtures" / "asterisk22"
 
 def require_cacofonisk() -> Path:
     """The cacofonisk trace directory; skip without it (fail under CI=true)."""
-    if (CACOFONISK / "expected.json").is_file():
-        return CACOFONISK
-    reason = f"cacofonisk traces not found at {CACOFONISK} (set COMMHUB_SHARED_TRACES)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require_path(CACOFONISK / "expected.json", "cacofonisk traces (set COMMHUB_SHARED)")
+    return CACOFONISK
