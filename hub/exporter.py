@@ -15,6 +15,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.config import Config
+from hub.csvcells import defuse
 from hub.errors import ValidationError
 from hub.models.customers import ContactPoint, Customer, CustomerTag
 from hub.models.users import User
@@ -71,10 +72,10 @@ def _cell(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return JOIN.join(value)
+        return defuse(JOIN.join(value))
     if isinstance(value, (list, dict)):
         return json.dumps(value, ensure_ascii=False, default=str)
-    return value
+    return defuse(value) if isinstance(value, str) else value
 
 
 async def _custom_keys(session: AsyncSession) -> list[str]:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.csvcells import defuse
 from hub.errors import ValidationError
 from hub.models.calls import Call
 from hub.models.customers import Customer
@@ -281,21 +282,4 @@ def csv_row(call: Call, customer_name: str | None) -> list[str]:
         "customer_id": call.customer_id or "",
         "customer_name": customer_name or "",
     }
-    return [_csv_safe(str(values[k])) for k in CSV_FIELDS]
-
-
-def _csv_safe(cell: str) -> str:
-    """Defuse spreadsheet formulas (CSV injection): a caller name can be "=HYPERLINK(...)"."""
-    return (
-        "'" + cell
-        if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(cell)
-        else cell
-    )
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
+    return [defuse(str(values[k])) for k in CSV_FIELDS]

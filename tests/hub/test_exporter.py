@@ -215,3 +215,24 @@ async def test_cli(config, tmp_path, capsys):
     args = build_parser().parse_args(["export", "calls", "-o", str(tmp_path / "no" / "dir.csv")])
     assert await run_export_cli(config, args) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+async def test_csv_cells_that_a_spreadsheet_would_run_are_defused(sessions):
+    async with sessions() as session, session.begin():
+        await create_customer(
+            session,
+            {
+                "name": '=HYPERLINK("http://evil.example","click")',
+                "company": "@SUM(A1)",
+                "phones": ["+4930123456"],
+            },
+            "DE",
+        )
+    rows = list(
+        csv.reader(io.StringIO((await export_text(sessions, "customers", "csv")).lstrip("\ufeff")))
+    )
+    header, row = rows[0], rows[1]
+    cells = dict(zip(header, row, strict=False))
+    assert cells["name"] == '\'=HYPERLINK("http://evil.example","click")'
+    assert cells["company"] == "'@SUM(A1)"
+    assert cells["phones"] == "+4930123456"  # a number, left alone
