@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.errors import NotFound, ValidationError
+from hub.db import get_or_not_found
+from hub.errors import ValidationError
 from hub.models.base import utcnow
 from hub.models.customers import ContactPoint, Customer, CustomerTag
 from hub.models.interactions import Interaction, Reminder
@@ -216,10 +217,7 @@ async def update_customer(
 
 async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
     """The customer or NotFound."""
-    customer = await session.get(Customer, customer_id)
-    if customer is None:
-        raise NotFound(f"customer {customer_id} not found")
-    return customer
+    return await get_or_not_found(session, Customer, customer_id, "customer")
 
 
 async def delete_customer(session: AsyncSession, customer_id: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,11 +18,22 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from hub.config import DatabaseConfig
+from hub.errors import NotFound
+
+T = TypeVar("T")
 
 
 def insert_for(session: AsyncSession) -> Any:
     """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+async def get_or_not_found(session: AsyncSession, model: type[T], row_id: int, what: str) -> T:
+    """The row with this primary key, or NotFound("<what> <id> not found")."""
+    row = await session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"{what} {row_id} not found")
+    return row
 
 
 def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:

@@ -22,7 +22,7 @@ from hub.campaigns.templates import (
     sample_context,
     validate_template,
 )
-from hub.db import insert_for
+from hub.db import get_or_not_found, insert_for
 from hub.errors import NotFound, ValidationError
 from hub.models.base import utcnow
 from hub.models.campaigns import (
@@ -125,10 +125,7 @@ async def update_template(
 
 async def get_template(session: AsyncSession, template_id: int) -> MessageTemplate:
     """The template or NotFound."""
-    row = await session.get(MessageTemplate, template_id)
-    if row is None:
-        raise NotFound(f"template {template_id} not found")
-    return row
+    return await get_or_not_found(session, MessageTemplate, template_id, "template")
 
 
 async def list_templates(
@@ -228,10 +225,7 @@ async def update_segment(
 
 async def get_segment(session: AsyncSession, segment_id: int) -> Segment:
     """The segment or NotFound."""
-    row = await session.get(Segment, segment_id)
-    if row is None:
-        raise NotFound(f"segment {segment_id} not found")
-    return row
+    return await get_or_not_found(session, Segment, segment_id, "segment")
 
 
 async def list_segments(session: AsyncSession) -> list[Segment]:
@@ -338,10 +332,7 @@ async def create_campaign(
 
 async def get_campaign(session: AsyncSession, campaign_id: int) -> Campaign:
     """The campaign or NotFound."""
-    row = await session.get(Campaign, campaign_id)
-    if row is None:
-        raise NotFound(f"campaign {campaign_id} not found")
-    return row
+    return await get_or_not_found(session, Campaign, campaign_id, "campaign")
 
 
 async def _sending(session: AsyncSession, campaign_id: int) -> bool:
@@ -817,10 +808,7 @@ async def update_rule(session: AsyncSession, rule_id: int, data: Mapping[str, An
 
 async def get_rule(session: AsyncSession, rule_id: int) -> TriggerRule:
     """The rule or NotFound."""
-    rule = await session.get(TriggerRule, rule_id)
-    if rule is None:
-        raise NotFound(f"trigger rule {rule_id} not found")
-    return rule
+    return await get_or_not_found(session, TriggerRule, rule_id, "trigger rule")
 
 
 async def list_rules(session: AsyncSession) -> list[TriggerRule]:
