@@ -34,6 +34,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _sink import run_sink, sink_count  # type: ignore[import-not-found]
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -67,46 +69,6 @@ def peak_rss_mb() -> float:
 
 
 # --- sink -----------------------------------------------------------------------------------
-
-
-def run_sink(port: int) -> None:
-    """Count accepted messages; NOOP replies with the count."""
-    from aiosmtpd.smtp import SMTP
-
-    class Counter:
-        count = 0
-
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-            Counter.count += 1
-            return "250 OK"
-
-        async def handle_NOOP(
-            self, server: object, session: object, envelope: object, arg: str
-        ) -> str:
-            return f"250 count={Counter.count}"
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: SMTP(Counter(), hostname="sink.test"), "127.0.0.1", port
-        )
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        print("ready", flush=True)
-        await stop.wait()
-        server.close()
-
-    asyncio.run(main())
-
-
-async def sink_count(port: int) -> int:
-    import aiosmtplib
-
-    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="bench")
-    await smtp.connect()
-    reply = await smtp.noop()
-    await smtp.quit()
-    return int(reply.message.split("count=")[1])
 
 
 # --- data -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
+from _sink import run_sink, sink_count  # type: ignore[import-not-found]  # noqa: E402
 
 from connectors.smtp import SmtpSender  # noqa: E402
 from hub.config import SmtpConfig  # noqa: E402
@@ -38,44 +39,6 @@ FROM = "bench@example.test"
 BODY = "Hello {i}, this is a small campaign message body. " * 4
 # A loaded machine makes rounds slow: no new round starts after this (the script stays < ~60 s).
 BUDGET_S = 40.0
-
-
-def run_sink(port: int) -> None:
-    """The sink process: count messages; answer COUNT on a NOOP so the parent can read it."""
-    from aiosmtpd.smtp import SMTP
-
-    class Counter:
-        count = 0
-
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-            Counter.count += 1
-            return "250 OK"
-
-        async def handle_NOOP(
-            self, server: object, session: object, envelope: object, arg: str
-        ) -> str:
-            return f"250 count={Counter.count}"
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: SMTP(Counter(), hostname="sink.test"), "127.0.0.1", port
-        )
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        print("ready", flush=True)
-        await stop.wait()
-        server.close()
-
-    asyncio.run(main())
-
-
-async def sink_count(port: int) -> int:
-    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="bench")
-    await smtp.connect()
-    reply = await smtp.noop()
-    await smtp.quit()
-    return int(reply.message.split("count=")[1])
 
 
 def prerendered(n: int) -> list[bytes]:
