@@ -14,6 +14,14 @@ wait_port() {  # open+close a TCP connection without sending anything
   echo "peers: port $1 did not open (see logs under $PEERS_DIR)" >&2; return 1
 }
 
+# A peer killed without a clean stop (a session ending, a SIGKILL) leaves its pid file behind;
+# bearerbox/smsbox --daemonize then exit silently, so drop pid files of processes that are gone.
+clear_stale_pidfile() {
+  local f=$1; [ -f "$f" ] || return 0
+  local p; p=$(head -1 "$f" | tr -d ' ')
+  if [ -z "$p" ] || ! kill -0 "$p" 2>/dev/null; then rm -f "$f"; fi
+}
+
 install() {
   local pkgs="dovecot-imapd postfix kannel kannel-extras redis-server postgresql-15 chromium fonts-liberation openssl"
   # shellcheck disable=SC2086
@@ -132,6 +140,7 @@ start_kannel() {
   local K=$PEERS_DIR/kannel; mkdir -p "$K"
   # The MO/DLR callbacks go to the commhub web app the SMS tests start on 127.0.0.1:18080.
   sed "s#@K@#$K#g" "$HERE/kannel.conf.in" > "$K/kannel.conf"
+  clear_stale_pidfile "$K/bearerbox.pid"; clear_stale_pidfile "$K/smsbox.pid"
   # absolute paths are mandatory with --daemonize (it chdir()s to /)
   bearerbox --daemonize --pid-file "$K/bearerbox.pid" "$K/kannel.conf" </dev/null >>"$K/start.log" 2>&1
   wait_port 13001                       # smsbox panics if bearerbox is not listening yet
@@ -142,6 +151,7 @@ start_kannel() {
 start_redis() {
   port_open 16379 && return 0
   local R=$PEERS_DIR/redis; mkdir -p "$R"
+  clear_stale_pidfile "$R/redis.pid"
   redis-server --bind 127.0.0.1 --port 16379 --daemonize yes --pidfile "$R/redis.pid" \
     --dir "$R" --logfile "$R/redis.log" --save '' --appendonly no </dev/null >>"$R/start.log" 2>&1
   wait_port 16379
