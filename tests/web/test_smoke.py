@@ -22,13 +22,20 @@ async def test_customer_round_trip_with_token(client, hub):
     token = await add_user(hub, "ann", "agent", extension="201", devices=("PJSIP/201",))
     resp = await client.post(
         "/api/v1/customers",
-        json={"name": "Max Mustermann", "company": "ACME", "phones": ["030 123456"], "tags": ["VIP"]},
+        json={
+            "name": "Max Mustermann",
+            "company": "ACME",
+            "phones": ["030 123456"],
+            "tags": ["VIP"],
+        },
         headers=bearer(token),
     )
     assert resp.status == 201, await resp.text()
     created = await resp.json()
     assert created["phones"] == [{"value": "+4930123456", "label": ""}]
     assert created["tags"] == ["vip"]
-    resp = await client.get("/api/v1/customers", params={"phone": "+49 30 123456"}, headers=bearer(token))
+    resp = await client.get(
+        "/api/v1/customers", params={"phone": "+49 30 123456"}, headers=bearer(token)
+    )
     items = (await resp.json())["items"]
     assert [c["id"] for c in items] == [created["id"]]

@@ -41,9 +41,24 @@ class Sink:
     # Replies to use instead of "250"; each entry is used once, in order.
     data_replies: list[str] = field(default_factory=list)
     rcpt_replies: list[str] = field(default_factory=list)
+    mail_replies: list[str] = field(default_factory=list)
+    # The ESMTP options of every MAIL FROM, in order (e.g. ["SIZE=1234"]).
+    mail_options: list[list[str]] = field(default_factory=list)
     # When set for the n-th DATA (1-based), the server drops the connection instead of answering.
     drop_on_data: set[int] = field(default_factory=set)
+    # When set for the n-th DATA (1-based), the server never answers it (a stuck server).
+    hang_on_data: set[int] = field(default_factory=set)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_options.append(list(options))
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -60,6 +75,8 @@ class Sink:
             assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
             return "250 never seen"
+        if self.data_commands in self.hang_on_data:
+            await asyncio.Event().wait()  # cancelled when the test's server shuts down
         if self.data_replies:
             return self.data_replies.pop(0)
         content = envelope.original_content or b""

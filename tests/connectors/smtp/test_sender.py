@@ -179,6 +179,41 @@ async def test_5xx_at_rcpt_is_permanent_and_names_the_recipient() -> None:
     assert sink.sessions == 1
 
 
+async def test_5xx_at_mail_from_is_permanent_and_the_connection_carries_the_next() -> None:
+    async with smtp_sink(sink=Sink(mail_replies=["553 5.7.1 sender not allowed"])) as (sink, port):
+        sender = _sender(port)
+        try:
+            with pytest.raises(EmailRejected) as caught:
+                await sender.send(OutgoingEmail(to="a@example.test", subject="s", text="x"))
+            await sender.send(OutgoingEmail(to="b@example.test", subject="s", text="y"))
+        finally:
+            await sender.close()
+    assert (caught.value.code, caught.value.stage, caught.value.recipient) == (553, "mail", None)
+    assert sink.rcpt_commands == 1  # no RCPT after the refused MAIL
+    assert [d.rcpt_tos for d in sink.deliveries] == [["b@example.test"]]
+    assert sink.sessions == 1
+
+
+async def test_envelope_size_and_dot_lines_arrive_as_composed() -> None:
+    # The sender writes MAIL/RCPT itself (no re-parsing): SIZE must be the exact byte count and
+    # a body line that starts with a dot must survive SMTP's dot-stuffing.
+    text = ".hidden line\n..two dots\n" + "long " * 40 + "\nend"
+    async with smtp_sink() as (sink, port):
+        sender = _sender(port)
+        try:
+            await sender.send(OutgoingEmail(to="a@example.test", subject="dots", text=text))
+            await sender.send(OutgoingEmail(to="b@example.test", subject="é", html="<p>ü</p>"))
+        finally:
+            await sender.close()
+    assert len(sink.deliveries) == 2
+    for delivery, options in zip(sink.deliveries, sink.mail_options, strict=True):
+        assert options == [f"SIZE={len(delivery.data)}"]
+        assert delivery.mail_from == "hub@example.test"
+    body = sink.deliveries[0].parsed().get_body(("plain",))
+    assert body is not None
+    assert body.get_content().splitlines()[:2] == [".hidden line", "..two dots"]
+
+
 async def test_5xx_content_refusal_does_not_blame_the_address() -> None:
     async with smtp_sink(sink=Sink(data_replies=["554 5.7.1 spam detected"])) as (_, port):
         sender = _sender(port)
@@ -210,6 +245,22 @@ async def test_dropped_connection_is_reopened_and_message_sent_once() -> None:
             await sender.close()
     assert len(sink.deliveries) == 1
     assert sink.sessions == 2
+
+
+async def test_server_that_stops_answering_times_out_and_the_retry_uses_a_new_connection() -> None:
+    async with smtp_sink(sink=Sink(hang_on_data={1})) as (sink, port):
+        sender = _sender(port, timeout=0.5)
+        try:
+            message_id = await sender.send(
+                OutgoingEmail(to="a@example.test", subject="s", text="x")
+            )
+        finally:
+            await sender.close()
+    # The stuck session was dropped (its reply can never pair with a later command) and the
+    # message went out once on a fresh connection.
+    assert sink.sessions == 2
+    assert sink.data_commands == 2
+    assert [d.parsed()["Message-ID"] for d in sink.deliveries] == [message_id]
 
 
 async def test_connection_closed_by_server_while_idle_is_reopened() -> None:
