@@ -973,80 +973,74 @@ class CampaignEngine:
                 )
             ).all()
         live: set[str] = set()
-        grace_over = time.monotonic() - self._started_at >= self.messenger_grace
         for run, campaign, template in runs:
             key = f"run:{run.id}"
-            if campaign.messenger not in self.messengers:
-                if grace_over:
-                    known = ", ".join(self.messengers) or "none"
-                    await self.cancel_campaign(
-                        campaign.id,
-                        f"unknown messenger {campaign.messenger!r} (registered: {known})",
-                    )
-                continue
-            live.add(key)
-            stamp = (template.id, template.updated_at)
-            current = self._sources.get(key)
-            if current is not None and current.template_stamp == stamp:
-                continue
-            try:
-                compiled = compile_template(template)
-                tz = zone(campaign.timezone)
-            except ValidationError as err:
-                await self.cancel_campaign(campaign.id, f"template cannot be used: {err}")
-                live.discard(key)
-                continue
-            self._sources[key] = Source(
-                key=key,
-                kind="c",
-                channel=campaign.channel,
-                messenger=campaign.messenger,
-                template=compiled,
-                template_stamp=stamp,
-                from_address=campaign.from_address,
-                tz=tz,
-                link_source=f"c{campaign.id}",
-                name=campaign.name,
-                campaign_id=campaign.id,
-                run_id=run.id,
-            )
+            stop = functools.partial(self.cancel_campaign, campaign.id)
+            ready = await self._prepare_source(key, campaign, template, stop, live)
+            if ready is not None:
+                self._sources[key] = Source(
+                    key=key,
+                    kind="c",
+                    channel=campaign.channel,
+                    messenger=campaign.messenger,
+                    template=ready[0],
+                    template_stamp=(template.id, template.updated_at),
+                    from_address=campaign.from_address,
+                    tz=ready[1],
+                    link_source=f"c{campaign.id}",
+                    name=campaign.name,
+                    campaign_id=campaign.id,
+                    run_id=run.id,
+                )
         for rule, template in rules:
             key = f"rule:{rule.id}"
-            if rule.messenger not in self.messengers:
-                if grace_over:
-                    known = ", ".join(self.messengers) or "none"
-                    await self._deactivate_rule(
-                        rule.id, f"unknown messenger {rule.messenger!r} (registered: {known})"
-                    )
-                continue
-            live.add(key)
-            stamp = (template.id, template.updated_at)
-            current = self._sources.get(key)
-            if current is not None and current.template_stamp == stamp:
-                continue
-            try:
-                compiled = compile_template(template)
-                tz = zone(rule.timezone)
-            except ValidationError as err:
-                await self._deactivate_rule(rule.id, f"template cannot be used: {err}")
-                live.discard(key)
-                continue
-            self._sources[key] = Source(
-                key=key,
-                kind="t",
-                channel=rule.channel,
-                messenger=rule.messenger,
-                template=compiled,
-                template_stamp=stamp,
-                from_address=None,
-                tz=tz,
-                link_source=f"t{rule.id}",
-                name=rule.name,
-                rule_id=rule.id,
-            )
+            stop = functools.partial(self._deactivate_rule, rule.id)
+            ready = await self._prepare_source(key, rule, template, stop, live)
+            if ready is not None:
+                self._sources[key] = Source(
+                    key=key,
+                    kind="t",
+                    channel=rule.channel,
+                    messenger=rule.messenger,
+                    template=ready[0],
+                    template_stamp=(template.id, template.updated_at),
+                    from_address=None,
+                    tz=ready[1],
+                    link_source=f"t{rule.id}",
+                    name=rule.name,
+                    rule_id=rule.id,
+                )
         for key in list(self._sources):
             if key not in live:
                 self._sources.pop(key).stopped = True
+
+    async def _prepare_source(
+        self,
+        key: str,
+        owner: Campaign | TriggerRule,
+        template: MessageTemplate,
+        stop: Callable[[str], Awaitable[None]],
+        live: set[str],
+    ) -> tuple[CompiledTemplate, ZoneInfo] | None:
+        """For a campaign run or trigger rule that should be sending: its compiled template and
+        time zone when its source must be (re)built, None when the current one stands or it
+        cannot be sent (then `stop` cancels the campaign or deactivates the rule, with why)."""
+        if owner.messenger not in self.messengers:
+            # Messengers register while the hub starts: they get a grace period first.
+            if time.monotonic() - self._started_at >= self.messenger_grace:
+                known = ", ".join(self.messengers) or "none"
+                await stop(f"unknown messenger {owner.messenger!r} (registered: {known})")
+            return None
+        live.add(key)
+        current = self._sources.get(key)
+        if current is not None and current.template_stamp == (template.id, template.updated_at):
+            return None
+        try:
+            return compile_template(template), zone(owner.timezone)
+        except ValidationError as err:
+            live.discard(key)
+            await stop(f"template cannot be used: {err}")
+            return None
 
     async def _deactivate_rule(self, rule_id: int, reason: str) -> None:
         log.warning("trigger rule %s deactivated: %s", rule_id, reason)
