@@ -31,9 +31,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String as SqlString
 from sqlalchemy import (
+    Select,
     Table,
+    Update,
     and_,
     bindparam,
     case,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import String as SqlString
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import consent as consent_list
@@ -1237,39 +1239,16 @@ class CampaignEngine:
     async def _claim_run(self, source: Source, limit: int) -> list[Job]:
         now = self.clock()
         table = TABLES["c"]
-        pick = (
-            select(table.c.id)
-            .where(
-                table.c.run_id == source.run_id,
-                table.c.state == "pending",
-                or_(table.c.due_at.is_(None), table.c.due_at <= now),
-            )
-            .order_by(table.c.id)
-            .limit(limit)
+        pick = select(table.c.id).where(
+            table.c.run_id == source.run_id,
+            table.c.state == "pending",
+            or_(table.c.due_at.is_(None), table.c.due_at <= now),
         )
-        if self._pg():
-            pick = pick.with_for_update(skip_locked=True)
         running = exists().where(CampaignRun.id == source.run_id, CampaignRun.status == "sending")
-        stmt = (
-            update(table)
-            .where(table.c.id.in_(pick.scalar_subquery()), running)
-            .values(**self._claim_values("c", table, source.channel, now))
-            .returning(
-                table.c.id,
-                table.c.customer_id,
-                table.c.address,
-                table.c.message_id,
-                table.c.attempts,
-            )
+        stmt = self._claim_stmt("c", pick.order_by(table.c.id).limit(limit), source.channel, now)
+        return await self._claim_jobs(
+            "c", stmt.where(running), lambda _row: source, source.channel, now
         )
-        async with self.hub.sessions() as session, session.begin():
-            rows = sorted((await session.execute(stmt)).all(), key=lambda r: r.id)
-            if not rows:
-                return []
-            ready = await self._prepare(
-                session, "c", rows, lambda _row: source, source.channel, now
-            )
-        return await self._build_jobs("c", source.channel, ready, now)
 
     async def _claim_triggers(self, lane: Lane, rules: dict[int | None, Source]) -> list[Job]:
         now = self.clock()
@@ -1285,30 +1264,48 @@ class CampaignEngine:
             .order_by(table.c.due_at, table.c.id)
             .limit(lane.batch)
         )
+        stmt = self._claim_stmt("t", pick, lane.channel, now, table.c.rule_id, table.c.context)
+        return await self._claim_jobs(
+            "t", stmt, lambda row: rules.get(row.rule_id), lane.channel, now
+        )
+
+    def _claim_stmt(
+        self, kind: str, pick: Select[Any], channel: str, now: datetime, *extra: Any
+    ) -> Update:
+        """UPDATE … RETURNING that leases the rows `pick` selects (skipping rows other workers
+        hold on PostgreSQL; SQLite has one writer at a time)."""
+        table = TABLES[kind]
         if self._pg():
             pick = pick.with_for_update(skip_locked=True)
-        stmt = (
+        return (
             update(table)
             .where(table.c.id.in_(pick.scalar_subquery()))
-            .values(**self._claim_values("t", table, lane.channel, now))
+            .values(**self._claim_values(kind, table, channel, now))
             .returning(
                 table.c.id,
                 table.c.customer_id,
                 table.c.address,
                 table.c.message_id,
                 table.c.attempts,
-                table.c.rule_id,
-                table.c.context,
+                *extra,
             )
         )
+
+    async def _claim_jobs(
+        self,
+        kind: str,
+        stmt: Update,
+        source_of: Callable[[Any], Source | None],
+        channel: str,
+        now: datetime,
+    ) -> list[Job]:
+        """Run a claim statement; consent and customers are checked in its transaction."""
         async with self.hub.sessions() as session, session.begin():
             rows = sorted((await session.execute(stmt)).all(), key=lambda r: r.id)
             if not rows:
                 return []
-            ready = await self._prepare(
-                session, "t", rows, lambda row: rules.get(row.rule_id), lane.channel, now
-            )
-        return await self._build_jobs("t", lane.channel, ready, now)
+            ready = await self._prepare(session, kind, rows, source_of, channel, now)
+        return await self._build_jobs(kind, channel, ready, now)
 
     async def _prepare(
         self,
