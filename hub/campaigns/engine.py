@@ -1058,21 +1058,16 @@ class CampaignEngine:
     async def cancel_campaign(self, campaign_id: int, reason: str) -> None:
         """Cancel with a reason (unknown messenger, broken segment): never leave it hanging."""
         log.warning("campaign %s cancelled: %s", campaign_id, reason)
-        async with self.hub.sessions() as session, session.begin():
-            await set_campaign_state(session, campaign_id, "cancel", reason[:500])
-            run_ids = (
-                await session.scalars(
-                    select(CampaignRun.id).where(CampaignRun.campaign_id == campaign_id)
-                )
-            ).all()
-        self._stop_sources(campaign_id)
-        self._dirty_runs.update(run_ids)
+        await self._stop_campaign(campaign_id, "cancel", reason)
 
     async def pause_campaign(self, campaign_id: int, reason: str) -> None:
         """Pause (automatic pause after too many errors uses this)."""
         log.warning("campaign %s paused: %s", campaign_id, reason)
+        await self._stop_campaign(campaign_id, "pause", reason)
+
+    async def _stop_campaign(self, campaign_id: int, action: str, reason: str) -> None:
         async with self.hub.sessions() as session, session.begin():
-            await set_campaign_state(session, campaign_id, "pause", reason[:500])
+            await set_campaign_state(session, campaign_id, action, reason[:500])
             run_ids = (
                 await session.scalars(
                     select(CampaignRun.id).where(CampaignRun.campaign_id == campaign_id)

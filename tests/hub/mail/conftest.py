@@ -7,22 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import require_peer
-from tests.connectors.imap.conftest import Admin
+from tests.connectors.imap.conftest import Admin, admin  # noqa: F401 (the fixture)
 
 
 @pytest.fixture
-async def admin() -> AsyncIterator[Admin]:
-    """The outside world's IMAP session (bob@example.test)."""
-    require_peer("dovecot")
-    session = Admin()
-    await session.open()
-    yield session
-    await session.close()
-
-
-@pytest.fixture
-async def scratch(admin: Admin) -> AsyncIterator[str]:
+async def scratch(admin: Admin) -> AsyncIterator[str]:  # noqa: F811
     """A mailbox of this test's own (the accounts are shared with other tests)."""
     name = f"commhub-e2e-{uuid.uuid4().hex[:10]}"
     await admin.create(name)
