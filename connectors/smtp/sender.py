@@ -23,12 +23,15 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
 from hub.config import SmtpConfig
@@ -42,36 +45,75 @@ from .errors import NETWORK_ERRORS, GaveUp, auth_failed, rejected, reply_text, u
 _LOG = logging.getLogger(__name__)
 
 
-async def _transaction(smtp: aiosmtplib.SMTP, rendered: Rendered, deadline: float) -> None:
-    """MAIL, RCPT, DATA for one composed message, raising what aiosmtplib.sendmail raises.
+_PERIOD_AT_LINE_START = re.compile(rb"(?m)^\.")
 
-    sendmail() parses both addresses again with email.utils and scans the message once more
-    for its SIZE; compose.render has already validated the ASCII addr-specs and written
-    CRLF-only lines, so the envelope goes out as it is (_open() has done the EHLO). And instead
-    of a timer per command (each costs a waiter future and an extra loop turn before the next
-    command goes out) the whole transaction has one deadline of `deadline` seconds. Together
-    this is about a tenth of a campaign's CPU per message and a shorter wait per reply."""
-    options = [b"SIZE=%d" % len(rendered.data)] if smtp.supports_extension("size") else []
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message in SMTP's own form, prepared before a connection is taken: the envelope
+    commands and the DATA payload, dot-stuffed and ending with <CRLF>.<CRLF> (RFC 5321 4.5.2).
+
+    Preparing is the CPU part of sending (composition, quoting); doing it ahead means a
+    connection goes from one message's 250 to the next MAIL FROM without waiting for it."""
+
+    envelope_from: str
+    recipient: str
+    message_id: str
+    size: int  # of the message itself, for the SIZE parameter
+    mail_from: bytes  # b"MAIL FROM:<addr>" (SIZE, when offered, is added per connection)
+    rcpt_to: bytes  # b"RCPT TO:<addr>\r\n"
+    payload: bytes
+
+
+def _outbound(rendered: Rendered) -> Outbound:
+    # compose.render writes CRLF-only lines and a final CRLF and has validated both ASCII
+    # addr-specs, so only the transparency dots are left to add.
+    return Outbound(
+        envelope_from=rendered.envelope_from,
+        recipient=rendered.recipient,
+        message_id=rendered.message_id,
+        size=len(rendered.data),
+        mail_from=b"MAIL FROM:<" + rendered.envelope_from.encode("ascii") + b">",
+        rcpt_to=b"RCPT TO:<" + rendered.recipient.encode("ascii") + b">\r\n",
+        payload=_PERIOD_AT_LINE_START.sub(b"..", rendered.data) + b".\r\n",
+    )
+
+
+async def _exchange(protocol: SMTPProtocol, line: bytes) -> SMTPResponse:
+    protocol.write(line)
+    return await protocol.read_response(timeout=None)
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, message: Outbound, deadline: float) -> None:
+    """MAIL, RCPT, DATA for one prepared message, raising what aiosmtplib.sendmail raises.
+
+    The commands go straight to the connection's protocol: the pool gives a connection to one
+    transaction at a time (aiosmtplib's per-command lock has nothing to guard), the envelope
+    was validated when the message was composed (no per-command control-character scan), and
+    the payload is already in wire form (no line-ending and dot rewriting between the RCPT
+    reply and DATA). The whole transaction has one deadline of `deadline` seconds instead of
+    a timer per command. A connection that fails or times out mid-transaction is dropped by
+    the caller; it is never reused out of step."""
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+    size = b" SIZE=%d" % message.size if smtp.supports_extension("size") else b""
     try:
         async with asyncio.timeout(deadline):
-            reply = await smtp.execute_command(
-                b"MAIL",
-                b"FROM:<" + rendered.envelope_from.encode("ascii") + b">",
-                *options,
-                timeout=None,
-            )
+            reply = await _exchange(protocol, message.mail_from + size + b"\r\n")
             if reply.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(
-                    reply.code, reply.message, rendered.envelope_from
-                )
-            reply = await smtp.execute_command(
-                b"RCPT", b"TO:<" + rendered.recipient.encode("ascii") + b">", timeout=None
-            )
+                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, message.envelope_from)
+            reply = await _exchange(protocol, message.rcpt_to)
             if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
                 raise aiosmtplib.SMTPRecipientsRefused(
-                    [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rendered.recipient)]
+                    [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, message.recipient)]
                 )
-            await smtp.data(rendered.data, timeout=None)
+            reply = await _exchange(protocol, b"DATA\r\n")
+            if reply.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+            reply = await _exchange(protocol, message.payload)
+            if reply.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # Reset the envelope so the connection can carry the next message (as sendmail does).
         with contextlib.suppress(aiosmtplib.SMTPException, *NETWORK_ERRORS):
@@ -214,25 +256,33 @@ class SmtpSender:
 
     # -- sending ----------------------------------------------------------------------------
 
+    def prepare(self, message: OutgoingEmail) -> Outbound:
+        """Compose the message for sending (ValidationError for a header that cannot be sent);
+        the CPU work of a send, done before a connection is taken."""
+        return _outbound(render(message, self.config.from_address))
+
     async def send(self, message: OutgoingEmail) -> str:
         """Send one message; its Message-ID once the server accepted it (see module policy)."""
+        return await self.send_prepared(self.prepare(message))
+
+    async def send_prepared(self, message: Outbound) -> str:
+        """Send a message from prepare(); its Message-ID once the server accepted it."""
         if self._closed:
             raise RetryableError("the SMTP sender is closed")
-        rendered = render(message, self.config.from_address)
         await self._limiter.wait()
         attempt = 0
         last: CommhubError | None = None
         while True:
             attempt += 1
             try:
-                await self._attempt(rendered)
-                return rendered.message_id
+                await self._attempt(message)
+                return message.message_id
             except RetryableError as err:
                 last = err
             if attempt >= self.max_attempts:
                 assert last is not None
                 raise GaveUp(
-                    f"gave up after {attempt} attempts to send to {rendered.recipient} via "
+                    f"gave up after {attempt} attempts to send to {message.recipient} via "
                     f"{self.server}: {last}",
                     attempts=attempt,
                     last=last,
@@ -241,7 +291,7 @@ class SmtpSender:
             delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries do not align
             _LOG.info(
                 "SMTP send to %s failed (attempt %d/%d): %s; retrying in %.1fs",
-                rendered.recipient,
+                message.recipient,
                 attempt,
                 self.max_attempts,
                 last,
@@ -249,19 +299,19 @@ class SmtpSender:
             )
             await asyncio.sleep(delay)
 
-    async def _attempt(self, rendered: Rendered) -> None:
+    async def _attempt(self, message: Outbound) -> None:
         """One try on one pooled connection; RetryableError means 'may pass, try again'."""
         slot = await self._idle.get()
         try:
             smtp = await self._usable(slot)
             try:
                 # A timeout leaves the session mid-command: the TimeoutError drops the connection.
-                await _transaction(smtp, rendered, self.config.timeout)
+                await _transaction(smtp, message, self.config.timeout)
             except aiosmtplib.SMTPRecipientsRefused as err:
                 # One recipient per message: this wraps its single SMTPRecipientRefused.
-                raise self._response_error(err.recipients[0], rendered, slot) from err
+                raise self._response_error(err.recipients[0], message, slot) from err
             except aiosmtplib.SMTPResponseException as err:
-                raise self._response_error(err, rendered, slot) from err
+                raise self._response_error(err, message, slot) from err
             except NETWORK_ERRORS as err:
                 await self._drop(slot)
                 raise unreachable(err, self.server) from err
@@ -274,7 +324,7 @@ class SmtpSender:
             self._idle.put_nowait(slot)
 
     def _response_error(
-        self, err: aiosmtplib.SMTPResponseException, rendered: Rendered, slot: _Slot
+        self, err: aiosmtplib.SMTPResponseException, message: Outbound, slot: _Slot
     ) -> CommhubError:
         slot.last_used = time.monotonic()
         if err.code == 421 or err.code < 400:
@@ -283,9 +333,9 @@ class SmtpSender:
                 slot.smtp.close()
             slot.smtp = None
         if 500 <= err.code < 600:
-            return rejected(err, rendered.recipient, self.server)
+            return rejected(err, message.recipient, self.server)
         return RetryableError(
-            f"{self.server} deferred the message to {rendered.recipient}: {reply_text(err)}"
+            f"{self.server} deferred the message to {message.recipient}: {reply_text(err)}"
         )
 
     async def _drop(self, slot: _Slot) -> None:
@@ -315,4 +365,4 @@ class SmtpSender:
         return sum(1 for s in self._slots if s.smtp is not None and s.smtp.is_connected)
 
 
-__all__ = ["EmailRejected", "GaveUp", "RateLimiter", "SmtpSender"]
+__all__ = ["EmailRejected", "GaveUp", "Outbound", "RateLimiter", "SmtpSender"]

@@ -57,6 +57,7 @@ from hub.campaigns.journal import DeadJournal, Journal, dead_journals
 from hub.campaigns.messengers import (
     EmailMessenger,
     Envelope,
+    Messenger,
     MessengerRegistry,
     SmsMessenger,
 )
@@ -190,22 +191,42 @@ class _Outcomes:
         self.released[:0] = other.released
 
 
+@dataclass(slots=True, eq=False)
+class Ready:
+    """A job rendered and prepared by its messenger, waiting for a courier."""
+
+    job: Job
+    messenger: Messenger
+    prepared: Any
+    summary: str  # what the timeline shows: the subject, or the SMS text
+
+
 @dataclass(eq=False)
 class Lane:
-    """One channel: its senders, their queue and their shared rate limit."""
+    """One channel: claimed jobs, the renderer that prepares them, the couriers that hand them
+    to the provider (one per provider connection), and their shared rate limit.
+
+    The renderer keeps `ready` full, so a courier goes from one message's acceptance to the
+    next message's first command without waiting for a template or a MIME composer."""
 
     channel: str
     concurrency: int
     batch: int
     limiter: SlidingWindowLimiter
+    couriers: int = 1
     queue: asyncio.Queue[Job | None] = field(default_factory=asyncio.Queue)
+    ready: asyncio.Queue[Ready | None] = field(default_factory=asyncio.Queue)
     low_water: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the renderer
+    courier_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cursor: int = 0  # round-robin position over runs
-    # Messages handed to the provider at once (its connections); senders beyond that render
-    # the next message meanwhile, so a connection never waits for a template.
-    handoff: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    def set_couriers(self, couriers: int) -> None:
+        """Messages handed to the provider at once (its connections); the rest of the
+        concurrency is rendered and waiting in `ready`."""
+        self.couriers = max(1, couriers)
+        self.ready = asyncio.Queue(maxsize=max(1, self.concurrency - self.couriers))
 
 
 def make_worker_id() -> str:
@@ -257,10 +278,8 @@ class CampaignEngine:
             ),
         }
         email_lane = self.lanes["email"]
-        email_lane.handoff = asyncio.Semaphore(
-            max(1, min(email_lane.concurrency, hub.config.smtp.pool_size))
-        )
-        self.lanes["sms"].handoff = asyncio.Semaphore(self.lanes["sms"].concurrency)
+        email_lane.set_couriers(min(email_lane.concurrency, hub.config.smtp.pool_size))
+        self.lanes["sms"].set_couriers(self.lanes["sms"].concurrency)
         self._sources: dict[str, Source] = {}
         self._claimed: dict[tuple[str, int], Job] = {}
         self._outcomes = _Outcomes()
@@ -305,9 +324,13 @@ class CampaignEngine:
         self._spawn(self._refresh_loop, "campaigns-refresh")
         for lane in self.lanes.values():
             self._spawn(functools.partial(self._feed, lane), f"campaigns-feed-{lane.channel}")
-            for i in range(lane.concurrency):
-                task = asyncio.create_task(self._sender(lane), name=f"campaigns-{lane.channel}-{i}")
-                lane.tasks.append(task)
+            lane.tasks.append(
+                asyncio.create_task(self._renderer(lane), name=f"campaigns-{lane.channel}-render")
+            )
+            for i in range(lane.couriers):
+                lane.courier_tasks.append(
+                    asyncio.create_task(self._courier(lane), name=f"campaigns-{lane.channel}-{i}")
+                )
 
     def _spawn(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
         # The coroutine is created inside the task: a task cancelled before its first step
@@ -337,23 +360,29 @@ class CampaignEngine:
         for task in list(self._event_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        deadline = time.monotonic() + grace_seconds
         for lane in self.lanes.values():
             while not lane.queue.empty():
                 job = lane.queue.get_nowait()
                 if job is not None:
                     self._outcomes.released.append(job)
             for _ in lane.tasks:
-                lane.queue.put_nowait(None)  # each sender ends after its current message
-        senders = [t for lane in self.lanes.values() for t in lane.tasks]
-        if senders:
-            _done, pending = await asyncio.wait(senders, timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                lane.queue.put_nowait(None)  # the renderer ends after its current message
+        # Couriers release what they take from now on (self._stopping), so a renderer waiting
+        # for room in `ready` gets it; then couriers finish the message they are handing over.
+        await self._await_tasks([t for lane in self.lanes.values() for t in lane.tasks], deadline)
+        for lane in self.lanes.values():
+            while not lane.ready.empty():
+                item = lane.ready.get_nowait()
+                if item is not None:
+                    self._outcomes.released.append(item.job)
+            lane.ready.put_nowait(None)  # passed on from courier to courier
+        await self._await_tasks(
+            [t for lane in self.lanes.values() for t in lane.courier_tasks], deadline
+        )
         for lane in self.lanes.values():
             lane.tasks.clear()
+            lane.courier_tasks.clear()
         try:
             await self.flush()
             if self.journal is not None and self.journal.outstanding <= 0:
@@ -365,6 +394,18 @@ class CampaignEngine:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+
+    @staticmethod
+    async def _await_tasks(tasks: list[asyncio.Task[None]], deadline: float) -> None:
+        """Wait for the tasks until the deadline, then cancel what is left."""
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def _release_own_claims(self) -> None:
         async with self.hub.sessions() as session, session.begin():
@@ -1409,7 +1450,8 @@ class CampaignEngine:
 
     # --- sending --------------------------------------------------------------------------
 
-    async def _sender(self, lane: Lane) -> None:
+    async def _renderer(self, lane: Lane) -> None:
+        """Render and prepare claimed jobs into `ready`, ahead of the couriers."""
         low = max(lane.concurrency, lane.batch // 2)
         while True:
             job = await lane.queue.get()
@@ -1418,35 +1460,36 @@ class CampaignEngine:
             if lane.queue.qsize() <= low:
                 lane.low_water.set()
             try:
-                await self._send(lane, job)
+                item = await self._render(lane, job)
             except Exception:
                 log.exception(
-                    "sending delivery %s%s failed unexpectedly", job.kind, job.delivery_id
+                    "preparing delivery %s%s failed unexpectedly", job.kind, job.delivery_id
                 )
                 self._outcome_retry(job, "internal error")
+                continue
+            if item is not None:
+                await lane.ready.put(item)
 
-    async def _send(self, lane: Lane, job: Job) -> None:
+    def _release(self, job: Job) -> None:
+        self._outcomes.released.append(job)
+        self._flush_soon()
+
+    async def _render(self, lane: Lane, job: Job) -> Ready | None:
+        """The job's message, ready to hand over; None when it was released or failed."""
         source = job.source
         if source.stopped or self._stopping:
-            self._outcomes.released.append(job)
-            self._flush_soon()
-            return
-        await lane.limiter.acquire()
-        if source.stopped or self._stopping:
-            self._outcomes.released.append(job)
-            self._flush_soon()
-            return
+            self._release(job)
+            return None
         messenger = self.messengers.get(source.messenger)
         if messenger is None:
-            self._outcomes.released.append(job)
-            self._flush_soon()
-            return
+            self._release(job)
+            return None
         try:
             rendered = source.template.render(job.context)
         except RenderError as err:
             self._outcome_failed(job, str(err))
             await self._note_error(source, str(err))
-            return
+            return None
         envelope = self._envelope(job, rendered)
         if source.kind == "c" and rendered.html and job.customer_id and source.campaign_id:
             rendered = _with_open_pixel(
@@ -1458,34 +1501,55 @@ class CampaignEngine:
                     campaign_id=source.campaign_id,
                 ),
             )
-        # Let the loop run between rendering and sending: a provider's reply waiting for this
-        # loop then waits behind smaller steps (that wait is part of the window in journal.py).
-        await asyncio.sleep(0)
-        assert self.journal is not None
+        try:
+            prepared = messenger.prepare(envelope, rendered)
+        except ValidationError as err:
+            self._outcome_failed(job, f"refused: {err}")
+            await self._note_error(source, str(err))
+            return None
         summary = rendered.subject if lane.channel == "email" else rendered.text
-        # Only as many messages are handed over at once as the provider has connections: the
-        # others wait here, rendered, and are not "started" (in doubt after a crash) before.
-        async with lane.handoff:
-            if source.stopped or self._stopping:  # paused while waiting for a connection
-                self._outcomes.released.append(job)
-                self._flush_soon()
+        return Ready(job, messenger, prepared, summary)
+
+    async def _courier(self, lane: Lane) -> None:
+        """Hand prepared messages to the provider, one at a time, until told to stop."""
+        while True:
+            item = await lane.ready.get()
+            if item is None:
+                lane.ready.put_nowait(None)  # for the next courier
                 return
-            job.gen = self.journal.started(job.kind, job.delivery_id, job.attempt)
             try:
-                provider_id = await messenger.push(envelope, rendered)
-            except RetryableError as err:
-                failure: tuple[str, str, str | None] | None = ("retry", str(err), None)
-            except EmailRejected as err:
-                failure = ("failed", str(err), err.recipient)
-            except (PermanentError, AuthError, ValidationError) as err:
-                failure = ("failed", str(err), None)
-            else:
-                failure = None
-                # First thing after the provider's answer: nothing may run in between.
-                self.journal.accepted(
-                    job.gen, job.kind, job.delivery_id, job.attempt, provider_id, time.time()
+                await self._deliver(lane, item)
+            except Exception:
+                job = item.job
+                log.exception(
+                    "sending delivery %s%s failed unexpectedly", job.kind, job.delivery_id
                 )
-                sent_at = self.clock()
+                self._outcome_retry(job, "internal error")
+
+    async def _deliver(self, lane: Lane, item: Ready) -> None:
+        job = item.job
+        source = job.source
+        await lane.limiter.acquire()
+        if source.stopped or self._stopping:  # paused while it waited
+            self._release(job)
+            return
+        assert self.journal is not None
+        job.gen = self.journal.started(job.kind, job.delivery_id, job.attempt)
+        try:
+            provider_id = await item.messenger.deliver(item.prepared)
+        except RetryableError as err:
+            failure: tuple[str, str, str | None] | None = ("retry", str(err), None)
+        except EmailRejected as err:
+            failure = ("failed", str(err), err.recipient)
+        except (PermanentError, AuthError, ValidationError) as err:
+            failure = ("failed", str(err), None)
+        else:
+            failure = None
+            # First thing after the provider's answer: nothing may run in between.
+            self.journal.accepted(
+                job.gen, job.kind, job.delivery_id, job.attempt, provider_id, time.time()
+            )
+            sent_at = self.clock()
         if failure is not None:
             kind, error, refused = failure
             if refused:
@@ -1497,7 +1561,7 @@ class CampaignEngine:
                 self._outcome_failed(job, f"refused: {error}")
             await self._note_error(source, error)
             return
-        self._outcomes.sent.append((job, provider_id, sent_at, summary))
+        self._outcomes.sent.append((job, provider_id, sent_at, item.summary))
         source.consecutive_errors = 0
         self._flush_soon()
 
@@ -1840,7 +1904,7 @@ class CampaignEngine:
         return (
             not self._claimed
             and not len(self._outcomes)
-            and all(lane.queue.empty() for lane in self.lanes.values())
+            and all(lane.queue.empty() and lane.ready.empty() for lane in self.lanes.values())
         )
 
 

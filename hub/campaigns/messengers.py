@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from hub.campaigns.templates import Rendered
 from hub.errors import ConfigError
@@ -29,12 +29,21 @@ class Envelope:
 
 
 class Messenger(Protocol):
-    """Sends one rendered message; raises RetryableError or PermanentError (hub.errors)."""
+    """Sends one rendered message; raises RetryableError or PermanentError (hub.errors).
+
+    Sending is two steps so that the CPU part can run ahead of the provider's connections:
+    prepare() (may raise ValidationError: the message can never be sent) and deliver()."""
 
     name: str
 
+    def prepare(self, envelope: Envelope, rendered: Rendered) -> Any:
+        """Everything up to the provider's door (e.g. compose the email); no I/O."""
+
+    async def deliver(self, prepared: Any) -> str:
+        """Hand it over; returns the provider's id once the provider has accepted it."""
+
     async def push(self, envelope: Envelope, rendered: Rendered) -> str:
-        """Send it; returns the provider's id once the provider has accepted the message."""
+        """prepare() and deliver() in one."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -47,9 +56,9 @@ class EmailMessenger:
         self.name = name
         self._sender = sender
 
-    async def push(self, envelope: Envelope, rendered: Rendered) -> str:
-        """Send through SMTP with our Message-ID and the one-click unsubscribe headers."""
-        return await self._sender.send(
+    def prepare(self, envelope: Envelope, rendered: Rendered) -> Any:
+        """Compose with our Message-ID and the one-click unsubscribe headers."""
+        return self._sender.prepare(
             OutgoingEmail(
                 to=envelope.to,
                 subject=rendered.subject,
@@ -60,6 +69,14 @@ class EmailMessenger:
                 headers=dict(envelope.headers),
             )
         )
+
+    async def deliver(self, prepared: Any) -> str:
+        """Send through SMTP."""
+        return await self._sender.send_prepared(prepared)
+
+    async def push(self, envelope: Envelope, rendered: Rendered) -> str:
+        """Compose and send."""
+        return await self.deliver(self.prepare(envelope, rendered))
 
     async def close(self) -> None:
         """The sender belongs to the email wiring, which closes it."""
@@ -85,6 +102,15 @@ class SmsMessenger:
         self._gateway = gateway
         self._sender = sender
         self._via = via
+
+    def prepare(self, envelope: Envelope, rendered: Rendered) -> Any:
+        """Nothing to compose: the gateway takes the text as it is."""
+        return (envelope, rendered)
+
+    async def deliver(self, prepared: Any) -> str:
+        """Hand the text to the gateway."""
+        envelope, rendered = prepared
+        return await self.push(envelope, rendered)
 
     async def push(self, envelope: Envelope, rendered: Rendered) -> str:
         """Hand the text to the gateway."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from hub.errors import PermanentError
 
@@ -46,6 +46,13 @@ class EmailSender(Protocol):
 
     async def send(self, message: OutgoingEmail) -> str:
         """Send one message; returns its Message-ID once the server accepted it."""
+
+    def prepare(self, message: OutgoingEmail) -> Any:
+        """Compose a message now (ValidationError when it cannot be sent), to hand it to
+        send_prepared later: bulk senders do the CPU work before taking a connection."""
+
+    async def send_prepared(self, prepared: Any) -> str:
+        """Send what prepare() returned; as send()."""
 
     async def close(self) -> None:
         """Close pooled connections."""
