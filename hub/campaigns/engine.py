@@ -101,7 +101,12 @@ FLUSH_SECONDS = 0.25
 # ...but one group's bookkeeping runs in the event loop without a break, holding back the
 # providers' replies: keep groups moderate so that stall stays a few milliseconds.
 FLUSH_ITEMS = 500
-CHUNK = 100  # rows per statement: each statement's Python work is one uninterrupted loop step
+# Rows per statement, and jobs built between yields: each is one uninterrupted loop step, and
+# while it runs every SMTP connection that gets its reply sits idle. With 100 rows a step took
+# ~1.2 ms; at 20 (8 jobs) steps stay near 0.25 ms and the same 10k-message run went ~6-11%
+# faster (medians of 6 alternating runs each), for a little more per-statement overhead.
+CHUNK = 20
+BUILD_STEP = 8
 PROGRESS_SECONDS = 0.5
 REFRESH_SECONDS = 1.0
 SCAN_SECONDS = 60.0
@@ -1412,7 +1417,7 @@ class CampaignEngine:
         secret = self.hub.config.web.secret_key
         jobs: list[Job] = []
         for count, (row, source, customer) in enumerate(ready, 1):
-            if count % 64 == 0:
+            if count % BUILD_STEP == 0:
                 await asyncio.sleep(0)
             link = ""
             if row.customer_id:
