@@ -214,6 +214,31 @@ async def test_envelope_size_and_dot_lines_arrive_as_composed() -> None:
     assert body.get_content().splitlines()[:2] == [".hidden line", "..two dots"]
 
 
+async def test_prepared_messages_arrive_byte_for_byte() -> None:
+    # prepare() composes without a connection (a refused header fails there, before any I/O);
+    # send_prepared() delivers exactly the composed bytes, dot lines or not.
+    idle = _sender(free_port())
+    with pytest.raises(ValidationError):
+        idle.prepare(
+            OutgoingEmail(to="a@example.test", subject="s", text="x", headers={"Bad Name": "1"})
+        )
+    plain = idle.prepare(OutgoingEmail(to="a@example.test", subject="plain", text="no dots\n"))
+    dotted = idle.prepare(OutgoingEmail(to="b@example.test", subject="dots", text="a\n.b\n"))
+    assert idle.open_connections == 0
+    async with smtp_sink() as (sink, port):
+        sender = _sender(port)
+        try:
+            assert await sender.send_prepared(plain) == plain.message_id
+            assert await sender.send_prepared(dotted) == dotted.message_id
+        finally:
+            await sender.close()
+    assert plain.payload.endswith(b"no dots\r\n.\r\n") and b"\r\n..b\r\n" in dotted.payload
+    got = [d.data for d in sink.deliveries]
+    assert [len(d) for d in got] == [plain.size, dotted.size]
+    assert got[0] + b".\r\n" == plain.payload
+    assert got[1].replace(b"\r\n.b", b"\r\n..b") + b".\r\n" == dotted.payload
+
+
 async def test_5xx_content_refusal_does_not_blame_the_address() -> None:
     async with smtp_sink(sink=Sink(data_replies=["554 5.7.1 spam detected"])) as (_, port):
         sender = _sender(port)
