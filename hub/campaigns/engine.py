@@ -223,7 +223,7 @@ class Lane:
     ready: asyncio.Queue[Ready | None] = field(default_factory=asyncio.Queue)
     low_water: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the renderer
+    renderer_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     courier_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cursor: int = 0  # round-robin position over runs
 
@@ -329,7 +329,7 @@ class CampaignEngine:
         self._spawn(self._refresh_loop, "campaigns-refresh")
         for lane in self.lanes.values():
             self._spawn(functools.partial(self._feed, lane), f"campaigns-feed-{lane.channel}")
-            lane.tasks.append(
+            lane.renderer_tasks.append(
                 asyncio.create_task(self._renderer(lane), name=f"campaigns-{lane.channel}-render")
             )
             for i in range(lane.couriers):
@@ -371,11 +371,13 @@ class CampaignEngine:
                 job = lane.queue.get_nowait()
                 if job is not None:
                     self._outcomes.released.append(job)
-            for _ in lane.tasks:
+            for _ in lane.renderer_tasks:
                 lane.queue.put_nowait(None)  # the renderer ends after its current message
         # Couriers release what they take from now on (self._stopping), so a renderer waiting
         # for room in `ready` gets it; then couriers finish the message they are handing over.
-        await self._await_tasks([t for lane in self.lanes.values() for t in lane.tasks], deadline)
+        await self._await_tasks(
+            [t for lane in self.lanes.values() for t in lane.renderer_tasks], deadline
+        )
         for lane in self.lanes.values():
             while not lane.ready.empty():
                 item = lane.ready.get_nowait()
@@ -386,8 +388,10 @@ class CampaignEngine:
             [t for lane in self.lanes.values() for t in lane.courier_tasks], deadline
         )
         for lane in self.lanes.values():
-            lane.tasks.clear()
+            lane.renderer_tasks.clear()
             lane.courier_tasks.clear()
+            while not lane.ready.empty():  # the pill, so that a later start() begins clean
+                lane.ready.get_nowait()
         try:
             await self.flush()
             if self.journal is not None and self.journal.outstanding <= 0:
