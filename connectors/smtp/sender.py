@@ -30,9 +30,6 @@ import time
 from dataclasses import dataclass
 
 import aiosmtplib
-from aiosmtplib.protocol import SMTPProtocol
-from aiosmtplib.response import SMTPResponse
-from aiosmtplib.typing import SMTPStatus
 
 from hub.config import SmtpConfig
 from hub.errors import CommhubError, ConfigError, PermanentError, RetryableError
@@ -41,6 +38,7 @@ from hub.messaging.ports import EmailRejected, OutgoingEmail
 from .compose import Rendered, parse_address, render
 from .const import BACKOFF_BASE, BACKOFF_MAX, IDLE_REUSE_SECONDS, MAX_ATTEMPTS
 from .errors import NETWORK_ERRORS, GaveUp, auth_failed, rejected, reply_text, unreachable
+from .transaction import run_transaction
 
 _LOG = logging.getLogger(__name__)
 
@@ -85,41 +83,28 @@ def _outbound(rendered: Rendered) -> Outbound:
     )
 
 
-async def _exchange(protocol: SMTPProtocol, line: bytes) -> SMTPResponse:
-    protocol.write(line)
-    return await protocol.read_response(timeout=None)
-
-
 async def _transaction(smtp: aiosmtplib.SMTP, message: Outbound, deadline: float) -> None:
     """MAIL, RCPT, DATA for one prepared message, raising what aiosmtplib.sendmail raises.
 
-    The commands go straight to the connection's protocol: the pool gives a connection to one
-    transaction at a time (aiosmtplib's per-command lock has nothing to guard), the envelope
-    was validated when the message was composed (no per-command control-character scan), and
-    the payload is already in wire form (no line-ending and dot rewriting between the RCPT
-    reply and DATA). The whole transaction has one deadline of `deadline` seconds instead of
-    a timer per command. A connection that fails or times out mid-transaction is dropped by
-    the caller; it is never reused out of step."""
+    The commands bypass aiosmtplib's command layer: the pool gives a connection to one
+    transaction at a time (its per-command lock has nothing to guard), the envelope was
+    validated when the message was composed (no per-command control-character scan), the
+    payload is already in wire form (no line-ending and dot rewriting), and each command goes
+    out from the previous reply's callback (transaction.py). The whole transaction has one
+    deadline of `deadline` seconds. A connection that fails or times out mid-transaction is
+    dropped by the caller; it is never reused out of step."""
     protocol = smtp.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
     size = b" SIZE=%d" % message.size if smtp.supports_extension("size") else b""
     try:
-        async with asyncio.timeout(deadline):
-            reply = await _exchange(protocol, message.mail_from + size + b"\r\n")
-            if reply.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, message.envelope_from)
-            reply = await _exchange(protocol, message.rcpt_to)
-            if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                raise aiosmtplib.SMTPRecipientsRefused(
-                    [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, message.recipient)]
-                )
-            reply = await _exchange(protocol, b"DATA\r\n")
-            if reply.code != SMTPStatus.start_input:
-                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-            reply = await _exchange(protocol, message.payload)
-            if reply.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        await run_transaction(
+            protocol,
+            (message.mail_from + size + b"\r\n", message.rcpt_to, b"DATA\r\n", message.payload),
+            sender=message.envelope_from,
+            recipient=message.recipient,
+            deadline=deadline,
+        )
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # Reset the envelope so the connection can carry the next message (as sendmail does).
         with contextlib.suppress(aiosmtplib.SMTPException, *NETWORK_ERRORS):

@@ -1,0 +1,187 @@
+"""run_transaction against a scripted SMTP peer on a real socket: replies split across reads,
+multi-line replies, malformed and refused replies, a peer that hangs up; and the connection
+goes back to aiosmtplib in step (a NOOP afterwards gets its own reply)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import aiosmtplib
+import pytest
+from aiosmtplib.typing import SMTPStatus
+
+from connectors.smtp.transaction import run_transaction
+
+LINES = (
+    b"MAIL FROM:<hub@example.test>\r\n",
+    b"RCPT TO:<a@example.test>\r\n",
+    b"DATA\r\n",
+    b"Subject: s\r\n\r\nbody\r\n.\r\n",
+)
+
+# What the peer answers to each step; a callable gets the writer and does what it likes.
+Answer = bytes | Callable[[asyncio.StreamWriter], object]
+
+
+@asynccontextmanager
+async def scripted_peer(
+    answers: list[Answer], *, byte_by_byte: bool = False
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An SMTP peer that greets, answers EHLO, then answers each command from `answers`
+    (NOOP always gets "250 noop"); yields its port and the commands it received."""
+    received: list[bytes] = []
+
+    async def reply(writer: asyncio.StreamWriter, data: bytes) -> None:
+        if byte_by_byte:
+            for i in range(len(data)):
+                writer.write(data[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)
+        else:
+            writer.write(data)
+            await writer.drain()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        script = list(answers)
+        await reply(writer, b"220 peer.test ready\r\n")
+        in_data = False
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                if in_data:
+                    if line != b".\r\n":
+                        continue
+                    in_data = False
+                    line = b"<message>"
+                elif line.upper().startswith(b"EHLO"):
+                    await reply(writer, b"250-peer.test\r\n250 8BITMIME\r\n")
+                    continue
+                elif line.upper().startswith(b"NOOP"):
+                    await reply(writer, b"250 noop\r\n")
+                    continue
+                elif line.upper().startswith(b"RSET"):
+                    await reply(writer, b"250 reset\r\n")
+                    continue
+                elif line.upper().startswith(b"QUIT"):
+                    await reply(writer, b"221 bye\r\n")
+                    return
+                received.append(line)
+                answer = script.pop(0) if script else b"250 ok\r\n"
+                if callable(answer):
+                    answer(writer)
+                    continue
+                await reply(writer, answer)
+                if answer.startswith(b"354"):
+                    in_data = True
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, received
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _client(port: int) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="client.test")
+    await smtp.connect()
+    await smtp.ehlo()
+    return smtp
+
+
+async def _run(smtp: aiosmtplib.SMTP, deadline: float = 5.0) -> None:
+    assert smtp.protocol is not None
+    await run_transaction(
+        smtp.protocol,
+        LINES,
+        sender="hub@example.test",
+        recipient="a@example.test",
+        deadline=deadline,
+    )
+
+
+async def test_replies_split_across_reads_and_multiline_replies() -> None:
+    answers: list[Answer] = [
+        b"250 sender ok\r\n",
+        b"250-recipient ok\r\n250-more detail\r\n250 last line\r\n",
+        b"354 go ahead\r\n",
+        b"250 queued as X1\r\n",
+    ]
+    async with scripted_peer(answers, byte_by_byte=True) as (port, received):
+        smtp = await _client(port)
+        await _run(smtp)
+        # The transport is aiosmtplib's again, in step: NOOP gets NOOP's reply.
+        reply = await smtp.noop()
+        assert (reply.code, reply.message) == (250, "noop")
+        await smtp.quit()
+    assert received == [LINES[0], LINES[1], LINES[2], b"<message>"]
+
+
+async def test_each_refusal_raises_what_sendmail_raises_and_stops_there() -> None:
+    cases: list[tuple[int, bytes, type[Exception]]] = [
+        (0, b"550 5.7.1 sender refused\r\n", aiosmtplib.SMTPSenderRefused),
+        (1, b"550 5.1.1 no such user\r\n", aiosmtplib.SMTPRecipientsRefused),
+        (2, b"451 4.3.0 not now\r\n", aiosmtplib.SMTPDataError),
+        (3, b"554 5.6.0 content refused\r\n", aiosmtplib.SMTPDataError),
+    ]
+    for step, refusal, error in cases:
+        answers: list[Answer] = [b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 ok\r\n"]
+        answers[step] = refusal
+        async with scripted_peer(answers) as (port, received):
+            smtp = await _client(port)
+            with pytest.raises(error) as raised:
+                await _run(smtp)
+            if isinstance(raised.value, aiosmtplib.SMTPRecipientsRefused):
+                refused = raised.value.recipients[0]
+                assert (refused.code, refused.recipient) == (550, "a@example.test")
+            else:
+                assert isinstance(raised.value, aiosmtplib.SMTPResponseException)
+                assert raised.value.code == int(refusal[:3])
+            assert (await smtp.noop()).message == "noop"  # still in step
+            await smtp.quit()
+        # Nothing after the refused step was sent.
+        assert len(received) == step + 1, (step, received)
+
+
+async def test_malformed_reply_is_an_invalid_response() -> None:
+    async with scripted_peer([b"hello there\r\n"]) as (port, _received):
+        smtp = await _client(port)
+        with pytest.raises(aiosmtplib.SMTPResponseException) as raised:
+            await _run(smtp)
+        assert raised.value.code == SMTPStatus.invalid_response
+        assert "Malformed SMTP response line: hello there" in raised.value.message
+        smtp.close()
+
+
+async def test_peer_hanging_up_mid_transaction_disconnects_the_client() -> None:
+    def hang_up(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async with scripted_peer([b"250 ok\r\n", hang_up]) as (port, received):
+        smtp = await _client(port)
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await _run(smtp)
+        await asyncio.sleep(0.05)
+        # aiosmtplib learned it too: the pool would reopen rather than reuse this connection.
+        assert not smtp.is_connected
+    assert received == [LINES[0], LINES[1]]
+
+
+async def test_silent_peer_times_out_and_the_transport_is_given_back() -> None:
+    def say_nothing(writer: asyncio.StreamWriter) -> None:
+        return None
+
+    async with scripted_peer([b"250 ok\r\n", say_nothing]) as (port, _received):
+        smtp = await _client(port)
+        with pytest.raises(TimeoutError):
+            await _run(smtp, deadline=0.2)
+        assert smtp.transport is not None
+        assert smtp.transport.get_protocol() is smtp.protocol
+        smtp.close()
