@@ -70,6 +70,7 @@ class SmtpConfig:
     pool_size: int = 4
     rate_per_second: float = 0.0  # 0 = unlimited
     timeout: float = 30.0
+    pipelining: bool = True  # MAIL, RCPT and DATA in one round trip when the server offers it
 
 
 @dataclass(frozen=True)

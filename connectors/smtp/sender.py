@@ -2,7 +2,8 @@
 
 Policy:
 - Up to `pool_size` connections per server, opened on first need and kept for the next messages
-  (aiosmtplib has no PIPELINING, so throughput comes from parallel connections, not from one).
+  (MAIL, RCPT and DATA share one round trip when the server offers PIPELINING; throughput still
+  comes mostly from parallel connections).
   A connection idle for longer than IDLE_REUSE_SECONDS, or one the server closed, is reopened.
 - `rate_per_second` > 0 spaces message starts evenly across the whole pool (per server).
 - A 4xx reply or a network error is retried up to MAX_ATTEMPTS with capped, jittered backoff,
@@ -83,14 +84,17 @@ def _outbound(rendered: Rendered) -> Outbound:
     )
 
 
-async def _transaction(smtp: aiosmtplib.SMTP, message: Outbound, deadline: float) -> None:
+async def _transaction(
+    smtp: aiosmtplib.SMTP, message: Outbound, deadline: float, pipelining: bool
+) -> None:
     """MAIL, RCPT, DATA for one prepared message, raising what aiosmtplib.sendmail raises.
 
     The commands bypass aiosmtplib's command layer: the pool gives a connection to one
     transaction at a time (its per-command lock has nothing to guard), the envelope was
     validated when the message was composed (no per-command control-character scan), the
     payload is already in wire form (no line-ending and dot rewriting), and each command goes
-    out from the previous reply's callback (transaction.py). The whole transaction has one
+    out from the previous reply's callback (transaction.py), MAIL/RCPT/DATA together when the
+    server offers PIPELINING and `pipelining` says to use it. The whole transaction has one
     deadline of `deadline` seconds. A connection that fails or times out mid-transaction is
     dropped by the caller; it is never reused out of step."""
     protocol = smtp.protocol
@@ -104,6 +108,7 @@ async def _transaction(smtp: aiosmtplib.SMTP, message: Outbound, deadline: float
             sender=message.envelope_from,
             recipient=message.recipient,
             deadline=deadline,
+            pipelining=pipelining,
         )
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # Reset the envelope so the connection can carry the next message (as sendmail does).
@@ -174,6 +179,7 @@ class SmtpSender:
         for slot in self._slots:
             self._idle.put_nowait(slot)
         self._closed = False
+        self.pipelined = 0  # transactions sent with PIPELINING (for tests and health)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -297,7 +303,9 @@ class SmtpSender:
             smtp = await self._usable(slot)
             try:
                 # A timeout leaves the session mid-command: the TimeoutError drops the connection.
-                await _transaction(smtp, message, self.config.timeout)
+                pipelining = self.config.pipelining and smtp.supports_extension("pipelining")
+                self.pipelined += pipelining
+                await _transaction(smtp, message, self.config.timeout, pipelining)
             except aiosmtplib.SMTPRecipientsRefused as err:
                 # One recipient per message: this wraps its single SMTPRecipientRefused.
                 raise self._response_error(err.recipients[0], message, slot) from err

@@ -9,8 +9,15 @@ data_received, the moment a good reply is parsed, and wakes the caller once, wit
 reply or the first refusal. Afterwards (or when the connection fails) the transport goes back
 to aiosmtplib's protocol untouched, which never saw the exchange and stays in step.
 
+When the server offers PIPELINING (RFC 2920; Postfix, Exim and most relays do), MAIL, RCPT
+and DATA go out together and the message after DATA's 354: two round trips instead of four,
+which is what limits a campaign sent to a distant relay. The replies are still read one by
+one in order; the first refusal is the one reported, and if a server says 354 to DATA after
+refusing the recipient, a lone dot ends that empty message before the refusal is raised.
+
 Replies are parsed as aiosmtplib parses them (same limits, same exceptions), and refusals raise
-what aiosmtplib.sendmail raises, so the sender's error mapping is shared."""
+what aiosmtplib.sendmail raises, so the sender's error mapping is shared. A reply that no
+command asked for is a protocol error: the connection is not trusted again."""
 
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ _GOOD: tuple[tuple[int, ...], ...] = (
     (SMTPStatus.start_input,),
     (SMTPStatus.completed,),
 )
+_DATA = 2  # the step whose good reply (354) lets the message itself go
+_END_OF_EMPTY_DATA = b".\r\n"
 
 
 class _Exchange(asyncio.Protocol):
@@ -41,6 +50,7 @@ class _Exchange(asyncio.Protocol):
         recipient: str,
         sender: str,
         done: asyncio.Future[None],
+        pipelining: bool,
     ) -> None:
         self._owner = owner
         self._transport = transport
@@ -48,12 +58,20 @@ class _Exchange(asyncio.Protocol):
         self._recipient = recipient
         self._sender = sender
         self._done = done
-        self._step = 0
+        self._pipelining = pipelining
+        self._step = 0  # replies read so far
+        self._written = 0  # commands written so far
+        self._refused: Exception | None = None  # first refusal while pipelining
         self._buffer = bytearray()
 
     def start(self) -> None:
         self._transport.set_protocol(self)
-        self._transport.write(self._lines[0])
+        self._write(_DATA + 1 if self._pipelining else 1)
+
+    def _write(self, count: int) -> None:
+        first = self._written
+        self._written += count
+        self._transport.write(b"".join(self._lines[first : first + count]))
 
     def give_back(self) -> None:
         """Return the transport to aiosmtplib (idempotent)."""
@@ -69,24 +87,54 @@ class _Exchange(asyncio.Protocol):
                 aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response, "Response too long")
             )
             return
-        try:
-            reply = self._reply()
-        except aiosmtplib.SMTPResponseException as err:
-            self._fail(err)
-            return
-        if reply is None:
-            return  # partial: wait for the rest
-        code, text = reply
+        while not self._done.done():
+            try:
+                reply = self._reply()
+            except aiosmtplib.SMTPResponseException as err:
+                self._fail(err)
+                return
+            if reply is None:
+                return  # partial: wait for the rest
+            self._on_reply(*reply)
+
+    def _on_reply(self, code: int, text: str) -> None:
         step = self._step
-        if code not in _GOOD[step]:
-            self._fail(self._refusal(step, code, text))
+        if step >= self._written:
+            self._fail(
+                aiosmtplib.SMTPResponseException(
+                    SMTPStatus.invalid_response, f"Reply to no command: {code} {text}"
+                )
+            )
             return
-        self._step = step = step + 1
-        if step == len(self._lines):
+        self._step = step + 1
+        good = code in _GOOD[step]
+        if not good and self._refused is None:
+            self._refused = self._refusal(step, code, text)
+        if self._refused is not None:
+            if step < _DATA:
+                if not self._pipelining:
+                    self._fail(self._refused)
+                return  # pipelined: the replies to RCPT and DATA are still on their way
+            if step == _DATA and good:
+                # A server that took DATA although the envelope was refused (RFC 2920 3.1):
+                # a lone dot, in the message's place, ends it empty; its reply does not matter.
+                self._transport.write(_END_OF_EMPTY_DATA)
+                self._written += 1
+                return
+            self._fail(self._refused)
+            return
+        if self._step == len(self._lines):
             self.give_back()
             self._done.set_result(None)
-        else:
-            self._transport.write(self._lines[step])
+        elif self._step == self._written:
+            if self._buffer:  # more than every command sent so far asked for
+                self._fail(
+                    aiosmtplib.SMTPResponseException(
+                        SMTPStatus.invalid_response, "Reply to no command"
+                    )
+                )
+                return
+            self._write(1)
 
     def _reply(self) -> tuple[int, str] | None:
         """The first complete (possibly multi-line) reply in the buffer, consumed; or None."""
@@ -154,15 +202,16 @@ async def run_transaction(
     sender: str,
     recipient: str,
     deadline: float,
+    pipelining: bool = False,
 ) -> None:
     """Send MAIL, RCPT, DATA and the dot-terminated payload (`lines`, each ready to write),
-    each after the previous command's good reply; raise aiosmtplib's exception for the first
-    refusal, SMTPServerDisconnected if the connection ends, TimeoutError after `deadline` seconds."""
+    each after the previous command's good reply (MAIL, RCPT and DATA at once when `pipelining`,
+    i.e. the server offers it); raise aiosmtplib's exception for the first refusal, SMTPServerDisconnected if the connection ends, TimeoutError after `deadline` seconds."""
     transport = cast(asyncio.Transport | None, protocol.transport)
     if transport is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    exchange = _Exchange(protocol, transport, lines, recipient, sender, done)
+    exchange = _Exchange(protocol, transport, lines, recipient, sender, done, pipelining)
     exchange.start()
     try:
         async with asyncio.timeout(deadline):

@@ -5,6 +5,7 @@ goes back to aiosmtplib in step (a NOOP afterwards gets its own reply)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -25,13 +26,36 @@ LINES = (
 Answer = bytes | Callable[[asyncio.StreamWriter], object]
 
 
+class Peer:
+    """What a scripted peer saw: the commands (a message shows as "<message>" or, when it had
+    no lines, "<empty message>"), and which commands arrived together, before any reply."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.batches: list[list[bytes]] = []
+
+
 @asynccontextmanager
 async def scripted_peer(
-    answers: list[Answer], *, byte_by_byte: bool = False
+    answers: list[Answer], *, byte_by_byte: bool = False, pipelining: bool = False
 ) -> AsyncIterator[tuple[int, list[bytes]]]:
     """An SMTP peer that greets, answers EHLO, then answers each command from `answers`
     (NOOP always gets "250 noop"); yields its port and the commands it received."""
-    received: list[bytes] = []
+    async with peer_with(answers, byte_by_byte=byte_by_byte, pipelining=pipelining) as (
+        port,
+        peer,
+    ):
+        yield port, peer.received
+
+
+@asynccontextmanager
+async def peer_with(
+    answers: list[Answer], *, byte_by_byte: bool = False, pipelining: bool = False
+) -> AsyncIterator[tuple[int, Peer]]:
+    """The scripted peer itself. With `pipelining` it offers PIPELINING and, after MAIL,
+    waits for RCPT and DATA before it answers anything (a client that waits instead times out
+    the peer's read and shows up as separate batches)."""
+    peer = Peer()
 
     async def reply(writer: asyncio.StreamWriter, data: bytes) -> None:
         if byte_by_byte:
@@ -43,47 +67,61 @@ async def scripted_peer(
             writer.write(data)
             await writer.drain()
 
+    async def read_message(reader: asyncio.StreamReader) -> bytes:
+        lines = 0
+        while await reader.readline() not in (b".\r\n", b""):
+            lines += 1
+        return b"<message>" if lines else b"<empty message>"
+
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script = list(answers)
         await reply(writer, b"220 peer.test ready\r\n")
-        in_data = False
+        ehlo = b"250-peer.test\r\n250-PIPELINING\r\n" if pipelining else b"250-peer.test\r\n"
         try:
             while True:
                 line = await reader.readline()
                 if not line:
                     return
-                if in_data:
-                    if line != b".\r\n":
+                verb = line.upper()[:4]
+                fixed = {
+                    b"EHLO": ehlo + b"250 8BITMIME\r\n",
+                    b"NOOP": b"250 noop\r\n",
+                    b"RSET": b"250 reset\r\n",
+                    b"QUIT": b"221 bye\r\n",
+                }
+                if verb in fixed:
+                    await reply(writer, fixed[verb])
+                    if verb == b"QUIT":
+                        return
+                    continue
+                batch = [line]
+                if pipelining and verb == b"MAIL":
+                    with contextlib.suppress(TimeoutError):
+                        while not batch[-1].upper().startswith(b"DATA"):
+                            batch.append(await asyncio.wait_for(reader.readline(), 1.0))
+                peer.batches.append(batch)
+                for command in batch:
+                    peer.received.append(command)
+                    usual = b"354 go\r\n" if command.upper().startswith(b"DATA") else b"250 ok\r\n"
+                    answer = script.pop(0) if script else usual
+                    if callable(answer):
+                        answer(writer)
                         continue
-                    in_data = False
-                    line = b"<message>"
-                elif line.upper().startswith(b"EHLO"):
-                    await reply(writer, b"250-peer.test\r\n250 8BITMIME\r\n")
-                    continue
-                elif line.upper().startswith(b"NOOP"):
-                    await reply(writer, b"250 noop\r\n")
-                    continue
-                elif line.upper().startswith(b"RSET"):
-                    await reply(writer, b"250 reset\r\n")
-                    continue
-                elif line.upper().startswith(b"QUIT"):
-                    await reply(writer, b"221 bye\r\n")
-                    return
-                received.append(line)
-                answer = script.pop(0) if script else b"250 ok\r\n"
-                if callable(answer):
-                    answer(writer)
-                    continue
-                await reply(writer, answer)
-                if answer.startswith(b"354"):
-                    in_data = True
+                    await reply(writer, answer)
+                    if answer.startswith(b"354"):
+                        message = await read_message(reader)
+                        peer.received.append(message)
+                        peer.batches.append([message])
+                        answer = script.pop(0) if script else b"250 ok\r\n"
+                        assert isinstance(answer, bytes)
+                        await reply(writer, answer)
         finally:
             writer.close()
 
     server = await asyncio.start_server(session, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield port, received
+        yield port, peer
     finally:
         server.close()
         await server.wait_closed()
@@ -104,6 +142,7 @@ async def _run(smtp: aiosmtplib.SMTP, deadline: float = 5.0) -> None:
         sender="hub@example.test",
         recipient="a@example.test",
         deadline=deadline,
+        pipelining=smtp.supports_extension("pipelining"),
     )
 
 
@@ -185,3 +224,66 @@ async def test_silent_peer_times_out_and_the_transport_is_given_back() -> None:
         assert smtp.transport is not None
         assert smtp.transport.get_protocol() is smtp.protocol
         smtp.close()
+
+
+async def test_pipelining_sends_mail_rcpt_and_data_in_one_round_trip() -> None:
+    async with peer_with([], pipelining=True) as (port, peer):
+        smtp = await _client(port)
+        await _run(smtp)
+        assert (await smtp.noop()).message == "noop"
+        await smtp.quit()
+    assert peer.batches == [[LINES[0], LINES[1], LINES[2]], [b"<message>"]]
+
+
+async def test_without_pipelining_each_command_waits_for_its_reply() -> None:
+    async with peer_with([]) as (port, peer):
+        smtp = await _client(port)
+        await _run(smtp)
+        await smtp.quit()
+    assert peer.batches == [[LINES[0]], [LINES[1]], [LINES[2]], [b"<message>"]]
+
+
+async def test_pipelined_refusal_reads_every_reply_and_reports_the_first() -> None:
+    answers: list[Answer] = [
+        b"550 5.7.1 sender refused\r\n",
+        b"503 5.5.1 sender first\r\n",
+        b"503 5.5.1 no valid recipients\r\n",
+    ]
+    async with peer_with(answers, pipelining=True) as (port, peer):
+        smtp = await _client(port)
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as raised:
+            await _run(smtp)
+        assert raised.value.code == 550
+        # The replies to RCPT and DATA were consumed: the next command gets its own reply.
+        assert (await smtp.noop()).message == "noop"
+        await smtp.quit()
+    assert peer.batches == [[LINES[0], LINES[1], LINES[2]]]
+
+
+async def test_pipelined_data_accepted_after_a_refused_recipient_is_ended_empty() -> None:
+    # RFC 2920 3.1: a server may say 354 although no recipient was accepted; the client then
+    # sends a lone dot and nothing of the message.
+    answers: list[Answer] = [
+        b"250 ok\r\n",
+        b"550 5.1.1 no such user\r\n",
+        b"354 go ahead\r\n",
+        b"554 5.5.1 no valid recipients\r\n",
+    ]
+    async with peer_with(answers, pipelining=True) as (port, peer):
+        smtp = await _client(port)
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as raised:
+            await _run(smtp)
+        assert raised.value.recipients[0].code == 550
+        assert (await smtp.noop()).message == "noop"
+        await smtp.quit()
+    assert peer.received == [LINES[0], LINES[1], LINES[2], b"<empty message>"]
+
+
+async def test_a_reply_nobody_asked_for_is_a_protocol_error() -> None:
+    async with scripted_peer([b"250 ok\r\n250 and another\r\n"]) as (port, received):
+        smtp = await _client(port)
+        with pytest.raises(aiosmtplib.SMTPResponseException) as raised:
+            await _run(smtp)
+        assert raised.value.code == SMTPStatus.invalid_response
+        smtp.close()
+    assert received == [LINES[0]]  # RCPT never went out on a connection out of step

@@ -142,6 +142,8 @@ async def test_send_arrive_reply_thread_and_refusal(
         assert resp.status == 502, await resp.text()
         async with hub.sessions() as session:
             assert await is_suppressed(session, "email", f"nobody-{tag}@example.test")
+        # Postfix offers PIPELINING: the delivery and the refusal both went pipelined.
+        assert sender.pipelined == 2
     finally:
         await watcher.stop()
         await sender.close()
