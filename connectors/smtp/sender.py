@@ -110,7 +110,9 @@ async def _transaction(
             deadline=deadline,
             pipelining=pipelining,
         )
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as err:
+        if isinstance(err, aiosmtplib.SMTPResponseException) and err.code < 0:
+            raise  # an unreadable reply: the connection is dropped, no RSET to wait for
         # Reset the envelope so the connection can carry the next message (as sendmail does).
         with contextlib.suppress(aiosmtplib.SMTPException, *NETWORK_ERRORS):
             await smtp.rset()
@@ -275,6 +277,8 @@ class SmtpSender:
                 await self._attempt(message)
                 return message.message_id
             except RetryableError as err:
+                if self._closed:
+                    raise
                 last = err
             if attempt >= self.max_attempts:
                 assert last is not None
@@ -300,6 +304,8 @@ class SmtpSender:
         """One try on one pooled connection; RetryableError means 'may pass, try again'."""
         slot = await self._idle.get()
         try:
+            if self._closed:
+                raise RetryableError("the SMTP sender is closed")
             smtp = await self._usable(slot)
             try:
                 # A timeout leaves the session mid-command: the TimeoutError drops the connection.
@@ -350,13 +356,22 @@ class SmtpSender:
         await self._quit(smtp)
 
     async def close(self) -> None:
-        """QUIT every pooled connection; later sends fail with RetryableError."""
+        """Refuse new sends, let the messages on the wire finish (up to the timeout), then QUIT
+        every pooled connection. A QUIT never cuts into a transaction: it waits for the slot."""
         self._closed = True
-        await asyncio.gather(
-            *(self._quit(slot.smtp) for slot in self._slots if slot.smtp is not None)
-        )
+        taken: list[_Slot] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.timeout):
+                while len(taken) < len(self._slots):
+                    taken.append(await self._idle.get())
+        for slot in self._slots:
+            if all(slot is not t for t in taken) and slot.smtp is not None:
+                slot.smtp.close()  # still mid-transaction after the wait: cut it
+        await asyncio.gather(*(self._quit(slot.smtp) for slot in taken if slot.smtp is not None))
         for slot in self._slots:
             slot.smtp = None
+        for slot in taken:
+            self._idle.put_nowait(slot)  # a send still waiting for a slot sees _closed and stops
 
     @property
     def open_connections(self) -> int:

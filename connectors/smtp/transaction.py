@@ -22,6 +22,7 @@ command asked for is a protocol error: the connection is not trusted again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 import aiosmtplib
@@ -63,6 +64,7 @@ class _Exchange(asyncio.Protocol):
         self._written = 0  # commands written so far
         self._refused: Exception | None = None  # first refusal while pipelining
         self._buffer = bytearray()
+        self.progress: Callable[[], None] | None = None  # called on every reply
 
     def start(self) -> None:
         self._transport.set_protocol(self)
@@ -98,6 +100,8 @@ class _Exchange(asyncio.Protocol):
             self._on_reply(*reply)
 
     def _on_reply(self, code: int, text: str) -> None:
+        if self.progress is not None:
+            self.progress()
         step = self._step
         if step >= self._written:
             self._fail(
@@ -205,16 +209,30 @@ async def run_transaction(
     pipelining: bool = False,
 ) -> None:
     """Send MAIL, RCPT, DATA and the dot-terminated payload (`lines`, each ready to write),
-    each after the previous command's good reply (MAIL, RCPT and DATA at once when `pipelining`,
-    i.e. the server offers it); raise aiosmtplib's exception for the first refusal, SMTPServerDisconnected if the connection ends, TimeoutError after `deadline` seconds."""
+    each after the previous command's good reply (MAIL, RCPT and DATA at once when
+    `pipelining`, i.e. the server offers it). Raises aiosmtplib's exception for the first
+    refusal (the connection stays in step), SMTPServerDisconnected if the connection ends, and
+    TimeoutError when a reply takes longer than `deadline` seconds (each reply has its own
+    deadline, as in aiosmtplib, so a large message is not cut short).
+
+    A transaction that ends without its reply (timeout, cancellation) aborts the connection:
+    the late reply would otherwise be read as the next message's."""
     transport = cast(asyncio.Transport | None, protocol.transport)
     if transport is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
     exchange = _Exchange(protocol, transport, lines, recipient, sender, done, pipelining)
-    exchange.start()
     try:
-        async with asyncio.timeout(deadline):
+        async with asyncio.timeout(deadline) as timer:
+            exchange.progress = lambda: timer.reschedule(loop.time() + deadline)
+            exchange.start()
             await done
+    except TimeoutError:
+        if done.done() and not done.cancelled():
+            return done.result()  # the reply and the deadline fell in the same loop turn
+        raise
     finally:
         exchange.give_back()
+        if not done.done() or done.cancelled():  # a cancelled await cancels `done` too
+            transport.abort()

@@ -48,12 +48,18 @@ class Sink:
     drop_on_data: set[int] = field(default_factory=set)
     # When set for the n-th DATA (1-based), the server never answers it (a stuck server).
     hang_on_data: set[int] = field(default_factory=set)
+    # When set for the n-th MAIL, RCPT or DATA (1-based), the server answers it after that many
+    # seconds (DATA: the reply to the message, after its last line).
+    slow_mail: dict[int, float] = field(default_factory=dict)
+    slow_rcpt: dict[int, float] = field(default_factory=dict)
+    slow_data: dict[int, float] = field(default_factory=dict)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.mail_options.append(list(options))
+        await asyncio.sleep(self.slow_mail.get(len(self.mail_options), 0.0))
         if self.mail_replies:
             return self.mail_replies.pop(0)
         envelope.mail_from = address
@@ -64,6 +70,7 @@ class Sink:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.rcpt_commands += 1
+        await asyncio.sleep(self.slow_rcpt.get(self.rcpt_commands, 0.0))
         if self.rcpt_replies:
             return self.rcpt_replies.pop(0)
         envelope.rcpt_tos.append(address)
@@ -77,6 +84,7 @@ class Sink:
             return "250 never seen"
         if self.data_commands in self.hang_on_data:
             await asyncio.Event().wait()  # cancelled when the test's server shuts down
+        await asyncio.sleep(self.slow_data.get(self.data_commands, 0.0))
         if self.data_replies:
             return self.data_replies.pop(0)
         content = envelope.original_content or b""

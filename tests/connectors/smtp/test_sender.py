@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -337,6 +338,54 @@ async def test_closed_sender_refuses() -> None:
         await sender.close()
         with pytest.raises(RetryableError, match="closed"):
             await sender.send(OutgoingEmail(to="a@example.test", subject="s", text="x"))
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 5 s")
+
+
+async def test_a_cancelled_send_never_leaves_its_connection_out_of_step() -> None:
+    # The engine cancels couriers that outlive its stop() grace. The late reply to the
+    # cancelled MAIL must not be read as the next message's: its RCPT would get "503 nested
+    # MAIL" and a good address would be refused and suppressed.
+    async with smtp_sink(sink=Sink(slow_mail={2: 0.3})) as (sink, port):
+        sender = _sender(port, pool_size=1)
+        try:
+            first = await sender.send(OutgoingEmail(to="a@example.test", subject="1", text="x"))
+            cancelled = asyncio.create_task(
+                sender.send(OutgoingEmail(to="a@example.test", subject="2", text="x"))
+            )
+            await _until(lambda: len(sink.mail_options) == 2)
+            cancelled.cancel()
+            await asyncio.gather(cancelled, return_exceptions=True)
+            assert sender.open_connections == 0  # cut at once, not left for the next message
+            third = await sender.send(OutgoingEmail(to="b@example.test", subject="3", text="y"))
+        finally:
+            await sender.close()
+    assert sink.sessions == 2  # the interrupted connection was not reused
+    assert [d.parsed()["Message-ID"] for d in sink.deliveries] == [first, third]
+
+
+async def test_close_lets_the_message_on_the_wire_finish_before_quit() -> None:
+    # close() while the server thinks about RCPT: a QUIT written now would be read as the next
+    # command (or, after DATA, as a line of the message).
+    async with smtp_sink(sink=Sink(slow_rcpt={1: 0.3})) as (sink, port):
+        sender = _sender(port, pool_size=2)
+        sending = asyncio.create_task(
+            sender.send(OutgoingEmail(to="a@example.test", subject="s", text="body"))
+        )
+        await _until(lambda: sink.rcpt_commands == 1)
+        await sender.close()
+        message_id = await sending
+        with pytest.raises(RetryableError, match="closed"):
+            await sender.send(OutgoingEmail(to="a@example.test", subject="t", text="x"))
+    assert [d.parsed()["Message-ID"] for d in sink.deliveries] == [message_id]
+    assert b"QUIT" not in sink.deliveries[0].data
+    assert sender.open_connections == 0
 
 
 async def test_starttls_and_auth(certs: Certs) -> None:
