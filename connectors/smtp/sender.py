@@ -94,9 +94,9 @@ async def _transaction(
     validated when the message was composed (no per-command control-character scan), the
     payload is already in wire form (no line-ending and dot rewriting), and each command goes
     out from the previous reply's callback (transaction.py), MAIL/RCPT/DATA together when the
-    server offers PIPELINING and `pipelining` says to use it. The whole transaction has one
-    deadline of `deadline` seconds. A connection that fails or times out mid-transaction is
-    dropped by the caller; it is never reused out of step."""
+    server offers PIPELINING and `pipelining` says to use it. Each reply has `deadline`
+    seconds. A connection that fails, times out or is cancelled mid-transaction is closed
+    (here or by the caller); it is never reused out of step."""
     protocol = smtp.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
