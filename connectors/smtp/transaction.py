@@ -40,6 +40,11 @@ _DATA = 2  # the step whose good reply (354) lets the message itself go
 _END_OF_EMPTY_DATA = b".\r\n"
 
 
+def _invalid(text: str) -> aiosmtplib.SMTPResponseException:
+    """A reply we cannot pair with a command: the connection is out of step (and is dropped)."""
+    return aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response, text)
+
+
 class _Exchange(asyncio.Protocol):
     """The transport's protocol while one transaction runs."""
 
@@ -85,9 +90,7 @@ class _Exchange(asyncio.Protocol):
             return  # unsolicited: aiosmtplib drops it as well
         self._buffer += data
         if len(self._buffer) > MAX_RESPONSE_LENGTH:
-            self._fail(
-                aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response, "Response too long")
-            )
+            self._fail(_invalid("Response too long"))
             return
         while not self._done.done():
             try:
@@ -102,14 +105,7 @@ class _Exchange(asyncio.Protocol):
     def _on_reply(self, code: int, text: str) -> None:
         if self.progress is not None:
             self.progress()
-        step = self._step
-        if step >= self._written:
-            self._fail(
-                aiosmtplib.SMTPResponseException(
-                    SMTPStatus.invalid_response, f"Reply to no command: {code} {text}"
-                )
-            )
-            return
+        step = self._step  # below self._written: a reply beyond them fails before it is read
         self._step = step + 1
         good = code in _GOOD[step]
         if not good and self._refused is None:
@@ -132,11 +128,7 @@ class _Exchange(asyncio.Protocol):
             self._done.set_result(None)
         elif self._step == self._written:
             if self._buffer:  # more than every command sent so far asked for
-                self._fail(
-                    aiosmtplib.SMTPResponseException(
-                        SMTPStatus.invalid_response, "Reply to no command"
-                    )
-                )
+                self._fail(_invalid("Reply to no command"))
                 return
             self._write(1)
 
@@ -151,15 +143,12 @@ class _Exchange(asyncio.Protocol):
                 return None
             line = bytes(buffer[offset : end + 1])
             if len(line) > MAX_LINE_LENGTH:
-                raise aiosmtplib.SMTPResponseException(
-                    SMTPStatus.invalid_response, "Response too long"
-                )
+                raise _invalid("Response too long")
             try:
                 code = int(line[:3])
             except ValueError:
-                raise aiosmtplib.SMTPResponseException(
-                    SMTPStatus.invalid_response,
-                    f"Malformed SMTP response line: {line.decode('utf-8', 'ignore')}",
+                raise _invalid(
+                    f"Malformed SMTP response line: {line.decode('utf-8', 'ignore')}"
                 ) from None
             offset = end + 1
             parts.append(line[4:].strip(b" \t\r\n"))
