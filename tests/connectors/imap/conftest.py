@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,16 +18,6 @@ from tests.conftest import require_peer
 
 HOST, PORT = "127.0.0.1", 10143
 USER, PASSWORD = "bob@example.test", "secret"
-
-
-async def until(check: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
-    """Wait for `check()` to become true (a bound on waiting, not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def message(subject: str, *, sender: str = "carol@customer.example", body: str = "hello") -> bytes:

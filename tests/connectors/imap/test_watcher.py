@@ -14,8 +14,9 @@ from hub.db import session_factory
 from hub.errors import AuthError
 from hub.mail.inbound import InboundMail
 from hub.models.mail import EmailMessage
+from tests.conftest import until
 
-from .conftest import Admin, RecordingSink, TcpProxy, message, settings, until
+from .conftest import Admin, RecordingSink, TcpProxy, message, settings
 
 
 async def test_idle_delivers_new_mail_in_uid_order(admin: Admin, mailbox: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -13,7 +12,7 @@ from connectors.smtp import GaveUp, SmtpSender
 from hub.config import SmtpConfig
 from hub.errors import AuthError, PermanentError, RetryableError, ValidationError
 from hub.messaging.ports import EmailRejected, OutgoingEmail
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 
 from .conftest import Certs
 from .sink import Sink, smtp_sink
@@ -340,14 +339,6 @@ async def test_closed_sender_refuses() -> None:
             await sender.send(OutgoingEmail(to="a@example.test", subject="s", text="x"))
 
 
-async def _until(check: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 5 s")
-
-
 async def test_a_cancelled_send_never_leaves_its_connection_out_of_step() -> None:
     # The engine cancels couriers that outlive its stop() grace. The late reply to the
     # cancelled MAIL must not be read as the next message's: its RCPT would get "503 nested
@@ -359,7 +350,7 @@ async def test_a_cancelled_send_never_leaves_its_connection_out_of_step() -> Non
             cancelled = asyncio.create_task(
                 sender.send(OutgoingEmail(to="a@example.test", subject="2", text="x"))
             )
-            await _until(lambda: len(sink.mail_options) == 2)
+            await until(lambda: len(sink.mail_options) == 2)
             cancelled.cancel()
             await asyncio.gather(cancelled, return_exceptions=True)
             assert sender.open_connections == 0  # cut at once, not left for the next message
@@ -378,7 +369,7 @@ async def test_close_lets_the_message_on_the_wire_finish_before_quit() -> None:
         sending = asyncio.create_task(
             sender.send(OutgoingEmail(to="a@example.test", subject="s", text="body"))
         )
-        await _until(lambda: sink.rcpt_commands == 1)
+        await until(lambda: sink.rcpt_commands == 1)
         await sender.close()
         message_id = await sending
         with pytest.raises(RetryableError, match="closed"):

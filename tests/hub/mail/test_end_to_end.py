@@ -26,8 +26,8 @@ from hub.mail.inbound import InboundMail
 from hub.models.interactions import Interaction
 from hub.models.mail import EmailMessage
 from hub.services import Hub
-from tests.conftest import add_user, bearer, require_peer
-from tests.connectors.imap.conftest import Admin, settings, until
+from tests.conftest import add_user, bearer, require_peer, until
+from tests.connectors.imap.conftest import Admin, settings
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mail"
 POSTFIX = 10525

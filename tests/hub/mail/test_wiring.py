@@ -12,8 +12,8 @@ from connectors.imap import ImapWatcher
 from connectors.smtp import SmtpSender
 from hub.config import load_config
 from hub.runtime import running_hub
-from tests.conftest import free_port
-from tests.connectors.imap.conftest import Admin, message, until
+from tests.conftest import free_port, until
+from tests.connectors.imap.conftest import Admin, message
 from tests.connectors.smtp.sink import smtp_sink
 
 
