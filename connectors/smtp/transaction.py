@@ -22,7 +22,6 @@ command asked for is a protocol error: the connection is not trusted again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import cast
 
 import aiosmtplib
@@ -57,6 +56,7 @@ class _Exchange(asyncio.Protocol):
         sender: str,
         done: asyncio.Future[None],
         pipelining: bool,
+        deadline: float,
     ) -> None:
         self._owner = owner
         self._transport = transport
@@ -69,11 +69,39 @@ class _Exchange(asyncio.Protocol):
         self._written = 0  # commands written so far
         self._refused: Exception | None = None  # first refusal while pipelining
         self._buffer = bytearray()
-        self.progress: Callable[[], None] | None = None  # called on every reply
+        # Each reply has `deadline` seconds. Rescheduling a timer on every reply would cost a
+        # timer handle per reply; instead one timer runs, and when it fires after a reply came
+        # it is re-armed from that reply.
+        self._loop = done.get_loop()
+        self._deadline = deadline
+        self._last_reply = 0.0
+        self._armed_from = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
 
     def start(self) -> None:
         self._transport.set_protocol(self)
+        self._last_reply = self._loop.time()
+        self._arm()
         self._write(_DATA + 1 if self._pipelining else 1)
+
+    def _arm(self) -> None:
+        self._armed_from = self._last_reply
+        self._timer = self._loop.call_at(self._last_reply + self._deadline, self._expired)
+
+    def _expired(self) -> None:
+        if self._done.done():
+            return
+        if self._last_reply != self._armed_from:
+            self._arm()  # a reply came since: the next one has its full deadline
+            return
+        self.timed_out = True
+        self._fail(TimeoutError(f"no SMTP reply within {self._deadline:g} seconds"))
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _write(self, count: int) -> None:
         first = self._written
@@ -103,8 +131,7 @@ class _Exchange(asyncio.Protocol):
             self._on_reply(*reply)
 
     def _on_reply(self, code: int, text: str) -> None:
-        if self.progress is not None:
-            self.progress()
+        self._last_reply = self._loop.time()
         step = self._step  # below self._written: a reply beyond them fails before it is read
         self._step = step + 1
         good = code in _GOOD[step]
@@ -211,17 +238,13 @@ async def run_transaction(
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    exchange = _Exchange(protocol, transport, lines, recipient, sender, done, pipelining)
+    exchange = _Exchange(protocol, transport, lines, recipient, sender, done, pipelining, deadline)
     try:
-        async with asyncio.timeout(deadline) as timer:
-            exchange.progress = lambda: timer.reschedule(loop.time() + deadline)
-            exchange.start()
-            await done
-    except TimeoutError:
-        if done.done() and not done.cancelled():
-            return done.result()  # the reply and the deadline fell in the same loop turn
-        raise
+        exchange.start()
+        await done
     finally:
+        exchange.stop_timer()
         exchange.give_back()
-        if not done.done() or done.cancelled():  # a cancelled await cancels `done` too
+        # A cancelled await cancels `done` too.
+        if not done.done() or done.cancelled() or exchange.timed_out:
             transport.abort()

@@ -14,6 +14,7 @@ import pytest
 from aiosmtplib.typing import SMTPStatus
 
 from connectors.smtp.transaction import run_transaction
+from tests.conftest import until
 
 LINES = (
     b"MAIL FROM:<hub@example.test>\r\n",
@@ -223,7 +224,24 @@ async def test_silent_peer_times_out_and_the_transport_is_given_back() -> None:
             await _run(smtp, deadline=0.2)
         assert smtp.transport is not None
         assert smtp.transport.get_protocol() is smtp.protocol
-        smtp.close()
+        # The late reply must never be read as the next transaction's: the connection is cut.
+        await until(lambda: not smtp.is_connected, what="the timed-out connection to close")
+
+
+async def test_the_deadline_is_per_reply_not_per_transaction() -> None:
+    # Each reply comes within the deadline, the transaction as a whole takes longer: a large
+    # message on a slow link must not be cut off.
+    def late(writer: asyncio.StreamWriter) -> None:
+        asyncio.get_running_loop().call_later(0.15, writer.write, b"250 ok\r\n")
+
+    async with scripted_peer([late, late]) as (port, received):
+        smtp = await _client(port)
+        started = asyncio.get_running_loop().time()
+        await _run(smtp, deadline=0.25)
+        assert asyncio.get_running_loop().time() - started > 0.25  # the premise, not a timing
+        assert (await smtp.noop()).message == "noop"
+        await smtp.quit()
+    assert received[:4] == [LINES[0], LINES[1], LINES[2], b"<message>"]
 
 
 async def test_pipelining_sends_mail_rcpt_and_data_in_one_round_trip() -> None:
