@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/bench_campaign.py [--recipients 100000] [--small 10000]
                                               [--bare 15000] [--rounds 3] [--connections 4]
 
-Processes (2 cores: the sink needs one to itself or it hides the difference):
+Processes (the sink runs alone on the first CPU, the client on the others; --no-pin lets
+the scheduler place them):
   sink    an aiosmtpd server that counts what it accepts (NOOP answers the count);
   bare    C aiosmtplib connections sending pre-rendered messages (bytes built before timing:
           the same template rendered for the same customers, the same MIME composer) with
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import signal
 import sqlite3
@@ -114,7 +116,8 @@ def build_db(path: Path, n: int) -> None:
 def prerender(n: int) -> list[tuple[str, bytes]]:
     """The messages the engine would send, rendered and composed before any timing."""
     from connectors.smtp.compose import render
-    from hub.campaigns.consent import unsubscribe_url
+    from hub.campaigns.consent import open_pixel_url, unsubscribe_url
+    from hub.campaigns.engine import _with_open_pixel
     from hub.campaigns.templates import CompiledTemplate, sample_context
     from hub.messaging.ports import OutgoingEmail
 
@@ -130,7 +133,12 @@ def prerender(n: int) -> list[tuple[str, bytes]]:
             "customer": {**base["customer"], "name": name, "first_name": name.split()[0]},
             "unsubscribe_url": link,
         }
-        rendered = compiled.render(context)
+        # Byte for byte what the engine sends (open pixel and campaign header included), so the
+        # sink does the same work for both.
+        rendered = _with_open_pixel(
+            compiled.render(context),
+            open_pixel_url("http://127.0.0.1:8080", SECRET, customer_id=i + 1, campaign_id=1),
+        )
         composed = render(
             OutgoingEmail(
                 to=email,
@@ -142,6 +150,7 @@ def prerender(n: int) -> list[tuple[str, bytes]]:
                     "List-Unsubscribe": f"<{link}>",
                     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                     "Precedence": "bulk",
+                    "X-Commhub-Campaign": "1",
                 },
             ),
             FROM,
@@ -306,7 +315,15 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--db", type=Path)
     parser.add_argument("-n", type=int)
+    parser.add_argument("--cpus", help="(child roles) the CPUs this process may run on, e.g. 1,2")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place the sink and the clients (default: a CPU to the sink alone)",
+    )
     args = parser.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
     if args.role == "sink":
         run_sink(args.port)
         return
@@ -326,12 +343,19 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # The sink gets a CPU to itself and the client (bare or engine, threads included) the
+    # others: otherwise the scheduler now and then runs the client on the sink's CPU and the
+    # sink, the reference, slows down with it (the same for both clients, but noisier).
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = not args.no_pin and len(cpus) >= 2
+    sink_cpus = ["--cpus", str(cpus[0])] if pinned else []
+    client_cpus = ["--cpus", ",".join(str(cpu) for cpu in cpus[1:])] if pinned else []
     sink = subprocess.Popen(
-        [sys.executable, __file__, "--role", "sink", "--port", str(port)],
+        [sys.executable, __file__, "--role", "sink", "--port", str(port), *sink_cpus],
         stdout=subprocess.PIPE,
         text=True,
     )
-    common = ["--port", str(port), "--connections", str(args.connections)]
+    common = ["--port", str(port), "--connections", str(args.connections), *client_cpus]
     bare_figs: list[dict] = []
     small_figs: list[dict] = []
     try:
@@ -385,9 +409,14 @@ def main() -> None:
     rate = bare["msg_per_s"]
     paired = [e["msg_per_s"] / b["msg_per_s"] for b, e in zip(bare_figs, small_figs, strict=True)]
     bracket = sum(f["msg_per_s"] for f in around) / len(around)
+    placement = (
+        f"sink alone on CPU {cpus[0]}, clients on CPU {','.join(str(c) for c in cpus[1:])}"
+        if pinned
+        else "not pinned to CPUs"
+    )
     print(
         f"commhub campaign bench: {args.connections} SMTP connections for both (engine:"
-        f" {2 * args.connections} messages in flight), sink in its own process"
+        f" {2 * args.connections} messages in flight), sink in its own process, {placement}"
     )
     print(
         f"  bare aiosmtplib, {args.bare:,} pre-rendered messages: {rate:>8,.0f} msg/s"
