@@ -53,6 +53,7 @@ from hub import consent as consent_list
 from hub.campaigns import report, triggers
 from hub.campaigns.consent import open_pixel_url, unsubscribe_url
 from hub.campaigns.context import address_expr, load_customers, message_context
+from hub.campaigns.jobs import TABLES, Job, Source, chunks, claimed_by
 from hub.campaigns.journal import DeadJournal, Journal, dead_journals
 from hub.campaigns.messengers import (
     EmailMessenger,
@@ -77,12 +78,10 @@ from hub.messaging.ports import EmailRejected
 from hub.models.base import utcnow
 from hub.models.campaigns import (
     Campaign,
-    CampaignDelivery,
     CampaignRun,
     CampaignSchedule,
     MessageTemplate,
     Segment,
-    TriggerDelivery,
     TriggerRule,
 )
 from hub.models.consent import Suppression
@@ -111,10 +110,6 @@ PROGRESS_SECONDS = 0.5
 REFRESH_SECONDS = 1.0
 SCAN_SECONDS = 60.0
 MESSENGER_GRACE_SECONDS = 5.0
-TABLES: dict[str, Table] = {
-    "c": CampaignDelivery.__table__,  # type: ignore[dict-item]
-    "t": TriggerDelivery.__table__,  # type: ignore[dict-item]
-}
 
 
 class SlidingWindowLimiter:
@@ -138,43 +133,6 @@ class SlidingWindowLimiter:
                 self._stamps.append(now)
                 return
             await asyncio.sleep(self._stamps[0] + self.window - now)
-
-
-@dataclass(eq=False)
-class Source:
-    """A run or a trigger rule being sent: what every job of it shares."""
-
-    key: str
-    kind: str  # "c" campaign run | "t" trigger rule
-    channel: str
-    messenger: str
-    template: CompiledTemplate
-    template_stamp: tuple[int, datetime]
-    from_address: str | None
-    tz: ZoneInfo
-    link_source: str  # "c<campaign id>" | "t<rule id>"
-    name: str
-    campaign_id: int | None = None
-    run_id: int | None = None
-    rule_id: int | None = None
-    stopped: bool = False
-    consecutive_errors: int = 0
-    last_error: str = ""
-
-
-@dataclass(slots=True, eq=False)
-class Job:
-    """One claimed delivery on its way out."""
-
-    kind: str
-    delivery_id: int
-    attempt: int
-    to: str
-    message_id: str
-    customer_id: int | None
-    context: dict[str, Any]
-    source: Source
-    gen: int | None = None  # journal file generation once started
 
 
 @dataclass
@@ -421,7 +379,7 @@ class CampaignEngine:
             for kind, table in TABLES.items():
                 await session.execute(
                     update(table)
-                    .where(*self._claimed_by(kind, table, self.worker_id))
+                    .where(*claimed_by(kind, table, self.worker_id))
                     .values(
                         state=self._pending_state(kind, table),
                         error=self._pending_error(kind, table, table.c.error),
@@ -431,20 +389,6 @@ class CampaignEngine:
                     )
                 )
         self._claimed.clear()
-
-    @staticmethod
-    def _claimed_by(kind: str, table: Table, worker_id: str) -> list[Any]:
-        """Rows a worker holds; campaign rows through the (run, state) index of live runs."""
-        where = [table.c.claimed_by == worker_id, table.c.state == "sending"]
-        if kind == "c":
-            where.append(
-                table.c.run_id.in_(
-                    select(CampaignRun.id).where(
-                        CampaignRun.status.in_(("sending", "paused", "cancelled"))
-                    )
-                )
-            )
-        return where
 
     def sync_messengers(self) -> None:
         """Register messengers for channel parts that appeared (wiring order does not matter)."""
@@ -602,7 +546,7 @@ class CampaignEngine:
                             sent.append((row, acc))
                     await self._record_recovered(session, kind, sent)
                 doubt_ids = [k[1] for k in doubtful if k[0] == kind]
-                for chunk in _chunks(doubt_ids, 500):
+                for chunk in chunks(doubt_ids, 500):
                     await session.execute(
                         update(table)
                         .where(
@@ -620,7 +564,7 @@ class CampaignEngine:
                 # Claimed, never handed over: the claim was not an attempt.
                 await session.execute(
                     update(table)
-                    .where(*self._claimed_by(kind, table, dead.worker_id))
+                    .where(*claimed_by(kind, table, dead.worker_id))
                     .values(
                         state="pending",
                         claimed_by=None,
@@ -805,7 +749,7 @@ class CampaignEngine:
         async with self.hub.sessions() as session, session.begin():
             for kind, ids in by_kind.items():
                 table = TABLES[kind]
-                for chunk in _chunks(ids, 500):
+                for chunk in chunks(ids, 500):
                     await session.execute(
                         update(table)
                         .where(
@@ -1779,7 +1723,7 @@ class CampaignEngine:
                         ],
                     )
             released = [j.delivery_id for j in batch.released if j.kind == kind]
-            for chunk in _chunks(released, 500):
+            for chunk in chunks(released, 500):
                 await session.execute(
                     update(table)
                     .where(
@@ -1923,8 +1867,3 @@ def _with_open_pixel(rendered: Rendered, url: str) -> Rendered:
     index = html.lower().rfind("</body>")
     html = html[:index] + tag + html[index:] if index >= 0 else html + tag
     return Rendered(subject=rendered.subject, html=html, text=rendered.text)
-
-
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
