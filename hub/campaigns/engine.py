@@ -9,7 +9,7 @@ The database is the truth; memory holds at most a couple of claimed batches per 
 - Per channel, a feeder claims batches (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one
   UPDATE ... RETURNING) with a lease, re-checks the suppression list, and queues jobs for
   `concurrency` senders that share a sliding-window rate limit; outcomes are recorded in group
-  commits, with the timeline rows, while the journal covers the gap (see journal.py).
+  commits, with the timeline rows, while the journal covers the gap (recording.py, journal.py).
 - A run of `max_consecutive_errors` failures pauses the campaign; a messenger the registry does
   not know cancels it with a reason."""
 
@@ -35,7 +35,6 @@ from sqlalchemy import (
     Select,
     Table,
     Update,
-    and_,
     bindparam,
     case,
     cast,
@@ -62,6 +61,13 @@ from hub.campaigns.messengers import (
     MessengerRegistry,
     SmsMessenger,
 )
+from hub.campaigns.recording import (
+    Recorder,
+    insert_timeline,
+    pending_error,
+    pending_state,
+    timeline_row,
+)
 from hub.campaigns.schedule import due_firing, zone
 from hub.campaigns.segments import Clock, compile_filter
 from hub.campaigns.service import (
@@ -86,25 +92,14 @@ from hub.models.campaigns import (
 )
 from hub.models.consent import Suppression
 from hub.models.customers import Customer
-from hub.models.interactions import Interaction
 from hub.services import Hub
 
 log = logging.getLogger(__name__)
 
 TOPIC = "role:marketer"
-MAX_ATTEMPTS = 3
-RETRY_BACKOFF = timedelta(seconds=60)
-# Outcomes are committed in groups: the journal already holds every acceptance the moment it
-# happens, so a longer interval costs no safety, only a little progress latency.
-FLUSH_SECONDS = 0.25
-# ...but one group's bookkeeping runs in the event loop without a break, holding back the
-# providers' replies: keep groups moderate so that stall stays a few milliseconds.
-FLUSH_ITEMS = 500
-# Rows per statement, and jobs built between yields: each is one uninterrupted loop step, and
-# while it runs every SMTP connection that gets its reply sits idle. With 100 rows a step took
-# ~1.2 ms; at 20 (8 jobs) steps stay near 0.25 ms and the same 10k-message run went ~6-11%
-# faster (medians of 6 alternating runs each), for a little more per-statement overhead.
-CHUNK = 20
+# Jobs built between yields: each build step is one uninterrupted loop step, and while it runs
+# every SMTP connection that gets its reply sits idle; kept short like recording.CHUNK (see
+# there for the measurements).
 BUILD_STEP = 8
 PROGRESS_SECONDS = 0.5
 REFRESH_SECONDS = 1.0
@@ -133,25 +128,6 @@ class SlidingWindowLimiter:
                 self._stamps.append(now)
                 return
             await asyncio.sleep(self._stamps[0] + self.window - now)
-
-
-@dataclass
-class _Outcomes:
-    sent: list[tuple[Job, str, datetime, str]] = field(default_factory=list)
-    failed: list[tuple[Job, str]] = field(default_factory=list)
-    retry: list[tuple[Job, str]] = field(default_factory=list)
-    released: list[Job] = field(default_factory=list)
-    bounced: list[tuple[str, str, str]] = field(default_factory=list)  # channel, address, why
-
-    def __len__(self) -> int:
-        return len(self.sent) + len(self.failed) + len(self.retry) + len(self.released)
-
-    def merge(self, other: _Outcomes) -> None:
-        self.bounced[:0] = other.bounced
-        self.sent[:0] = other.sent
-        self.failed[:0] = other.failed
-        self.retry[:0] = other.retry
-        self.released[:0] = other.released
 
 
 @dataclass(slots=True, eq=False)
@@ -245,10 +221,22 @@ class CampaignEngine:
         self.lanes["sms"].set_couriers(self.lanes["sms"].concurrency)
         self._sources: dict[str, Source] = {}
         self._claimed: dict[tuple[str, int], Job] = {}
-        self._outcomes = _Outcomes()
-        self._flush_wake = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
         self._dirty_runs: set[int] = set()
+        self.stats = {"sent": 0, "failed": 0, "retried": 0, "in_doubt_resends": 0}
+        self._recorder = Recorder(
+            hub,
+            self.worker_id,
+            lambda: self.journal,
+            clock,
+            self._claimed,
+            self._dirty_runs,
+            self.stats,
+        )
+        # The senders append to the recorder's buffer directly (it is one object for the
+        # engine's lifetime) and nudge it through the bound method: per message, no more
+        # lookups than when recording lived in this class.
+        self._outcomes = self._recorder.outcomes
+        self._flush_soon = self._recorder.flush_soon
         self._tasks: list[asyncio.Task[None]] = []
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
@@ -262,7 +250,6 @@ class CampaignEngine:
         self._site = hashlib.sha256(f"commhub-site:{secret}".encode()).hexdigest()[:8]
         domain = hub.config.smtp.from_address.rpartition("@")[2].strip(" >") or "commhub.invalid"
         self._domain = domain
-        self.stats = {"sent": 0, "failed": 0, "retried": 0, "in_doubt_resends": 0}
 
     def _claim_size(self, rate: float, concurrency: int) -> int:
         size = max(1, self.config.batch_size)
@@ -282,7 +269,7 @@ class CampaignEngine:
         self._unsubscribe = self.hub.bus.subscribe(self._on_bus_event)
         self._spawn(self._tick_loop, "campaigns-tick")
         self._spawn(self._materialise_loop, "campaigns-materialise")
-        self._spawn(self._flush_loop, "campaigns-flush")
+        self._spawn(self._recorder.run, "campaigns-flush")
         self._spawn(self._progress_loop, "campaigns-progress")
         self._spawn(self._refresh_loop, "campaigns-refresh")
         for lane in self.lanes.values():
@@ -381,8 +368,8 @@ class CampaignEngine:
                     update(table)
                     .where(*claimed_by(kind, table, self.worker_id))
                     .values(
-                        state=self._pending_state(kind, table),
-                        error=self._pending_error(kind, table, table.c.error),
+                        state=pending_state(kind, table),
+                        error=pending_error(kind, table, table.c.error),
                         claimed_by=None,
                         lease_until=None,
                         attempts=table.c.attempts - 1,
@@ -600,7 +587,7 @@ class CampaignEngine:
             # The personal subject died with the worker; the campaign's name stands in.
             owner = names.get(row.run_id if kind == "c" else row.rule_id, (None, ""))[1]
             summary = f"{'Campaign' if kind == 'c' else 'Triggered'} message: {owner}"
-            timeline.append(self._timeline_row(kind, row, names, sent_at, summary))
+            timeline.append(timeline_row(kind, row, names, sent_at, summary))
         await session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
@@ -614,7 +601,7 @@ class CampaignEngine:
             ),
             params,
         )
-        await self._insert_timeline(session, timeline)
+        await insert_timeline(session, timeline)
 
     async def _source_names(
         self, session: AsyncSession, kind: str, rows: Iterable[Any]
@@ -635,78 +622,6 @@ class CampaignEngine:
                 )
             )
         return {key: (owner, name) for key, owner, name in result}
-
-    def _timeline_row(
-        self,
-        kind: str,
-        row: Any,
-        names: dict[int, tuple[int, str]],
-        sent_at: datetime,
-        summary: str,
-    ) -> dict[str, Any]:
-        if kind == "c":
-            campaign_id, name = names.get(row.run_id, (None, ""))
-            data = {
-                "campaign_id": campaign_id,
-                "campaign": name,
-                "run_id": row.run_id,
-                "delivery_id": row.id,
-                "to": row.address,
-            }
-        else:
-            rule_id, name = names.get(row.rule_id, (None, ""))
-            data = {
-                "trigger_rule_id": rule_id,
-                "trigger": name,
-                "delivery_id": row.id,
-                "to": row.address,
-            }
-        return {
-            "channel": row.channel,
-            "external_id": row.message_id,
-            "customer_id": row.customer_id,
-            "direction": "outbound",
-            "status": "sent",
-            "occurred_at": sent_at,
-            "ended_at": None,
-            "user_id": None,
-            "summary": summary[:200],
-            "data": data,
-            "created_at": utcnow(),
-        }
-
-    async def _insert_timeline(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        """Every sent message on the customer's timeline, linked to its campaign or rule."""
-        rows = [r for r in rows if r["external_id"]]
-        if not rows:
-            return
-        # The table, not the mapped class: Core executemany skips the ORM's per-row bulk work.
-        stmt = insert_for(session)(Interaction.__table__).on_conflict_do_nothing(
-            index_elements=["channel", "external_id"]
-        )
-        await session.execute(stmt, rows)
-        sms = {r["external_id"]: r["data"] for r in rows if r["channel"] == "sms"}
-        if sms:
-            # The SMS service logged these itself (it tracks their delivery reports): add the
-            # link to the campaign or rule to its row instead of writing a second one.
-            existing = await session.execute(
-                select(Interaction.id, Interaction.external_id, Interaction.data).where(
-                    Interaction.channel == "sms", Interaction.external_id.in_(list(sms))
-                )
-            )
-            changes = [
-                {"b_id": row.id, "b_data": {**(row.data or {}), **sms[row.external_id]}}
-                for row in existing
-                if "delivery_id" not in (row.data or {})
-            ]
-            if changes:
-                table: Table = Interaction.__table__  # type: ignore[assignment]
-                await session.execute(
-                    update(table)
-                    .where(table.c.id == bindparam("b_id"))
-                    .values(data=bindparam("b_data")),
-                    changes,
-                )
 
     async def return_expired_leases(self) -> int:
         """Claims whose worker vanished without a journal we can read go back to pending.
@@ -1564,221 +1479,9 @@ class CampaignEngine:
 
     # --- recording ------------------------------------------------------------------------
 
-    def _flush_soon(self) -> None:
-        if len(self._outcomes) >= FLUSH_ITEMS:
-            self._flush_wake.set()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wake.wait(), FLUSH_SECONDS)
-            self._flush_wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("recording outcomes failed; the journal holds them; retrying")
-                await asyncio.sleep(1.0)
-
     async def flush(self) -> None:
-        """Commit outcomes in one transaction: delivery states and timeline rows together."""
-        async with self._flush_lock:
-            batch, self._outcomes = self._outcomes, _Outcomes()
-            if not len(batch):
-                return
-            try:
-                async with self.hub.sessions() as session, session.begin():
-                    await self._write_outcomes(session, batch)
-            except BaseException:
-                self._outcomes.merge(batch)
-                raise
-        settled: list[int] = []
-        for job, *_ in batch.sent:
-            self._settle(job, settled)
-        for job, _ in batch.failed:
-            self._settle(job, settled)
-        for job, _ in batch.retry:
-            self._settle(job, settled)
-        for job in batch.released:
-            self._settle(job, settled)
-        if self.journal is not None and settled:
-            self.journal.settled(settled)
-        self.stats["sent"] += len(batch.sent)
-        self.stats["failed"] += len(batch.failed)
-        self.stats["retried"] += len(batch.retry)
-
-    def _settle(self, job: Job, settled: list[int]) -> None:
-        self._claimed.pop((job.kind, job.delivery_id), None)
-        if job.gen is not None:
-            settled.append(job.gen)
-        if job.kind == "c" and job.source.run_id is not None:
-            self._dirty_runs.add(job.source.run_id)
-
-    async def _write_outcomes(self, session: AsyncSession, batch: _Outcomes) -> None:
-        mine = self.worker_id
-        for channel, address, why in batch.bounced:
-            await consent_list.suppress(session, channel, address, "bounced", why[:500])
-        for kind, table in TABLES.items():
-            sent = [item for item in batch.sent if item[0].kind == kind]
-            guard = and_(
-                table.c.id == bindparam("b_id"),
-                table.c.claimed_by == mine,
-                table.c.state == "sending",
-            )
-            if sent:
-                # Email's provider id is our Message-ID: one UPDATE per chunk, no per-row
-                # parameters (the delivery's sent_at is the chunk's last; the timeline row
-                # below keeps each message's own time).
-                plain = [(j, at) for j, pid, at, _ in sent if pid == j.message_id]
-                for start in range(0, len(plain), CHUNK):
-                    part = plain[start : start + CHUNK]
-                    await session.execute(
-                        update(table)
-                        .where(
-                            table.c.id.in_([j.delivery_id for j, _ in part]),
-                            table.c.claimed_by == mine,
-                            table.c.state == "sending",
-                        )
-                        .values(
-                            state="sent",
-                            sent_at=max(at for _, at in part),
-                            claimed_by=None,
-                            lease_until=None,
-                            error="",
-                        )
-                    )
-                other = [item for item in sent if item[1] != item[0].message_id]
-                if other:
-                    await session.execute(
-                        update(table)
-                        .where(guard)
-                        .values(
-                            state="sent",
-                            provider_id=bindparam("b_pid"),
-                            sent_at=bindparam("b_at"),
-                            claimed_by=None,
-                            lease_until=None,
-                            error="",
-                        ),
-                        [{"b_id": j.delivery_id, "b_pid": p, "b_at": at} for j, p, at, _ in other],
-                    )
-                for start in range(0, len(sent), CHUNK):
-                    await self._insert_timeline(
-                        session,
-                        [
-                            self._timeline_for_job(j, pid, at, summary)
-                            for j, pid, at, summary in sent[start : start + CHUNK]
-                        ],
-                    )
-            failed = [item for item in batch.failed if item[0].kind == kind]
-            if failed:
-                await session.execute(
-                    update(table)
-                    .where(guard)
-                    .values(
-                        state="failed", error=bindparam("b_err"), claimed_by=None, lease_until=None
-                    ),
-                    [{"b_id": j.delivery_id, "b_err": err} for j, err in failed],
-                )
-            retry = [item for item in batch.retry if item[0].kind == kind]
-            if retry:
-                now = self.clock()
-                give_up = [(j, e) for j, e in retry if j.attempt >= MAX_ATTEMPTS]
-                again = [(j, e) for j, e in retry if j.attempt < MAX_ATTEMPTS]
-                if give_up:
-                    await session.execute(
-                        update(table)
-                        .where(guard)
-                        .values(
-                            state="failed",
-                            error=bindparam("b_err"),
-                            claimed_by=None,
-                            lease_until=None,
-                        ),
-                        [
-                            {
-                                "b_id": j.delivery_id,
-                                "b_err": f"gave up after {j.attempt} attempts; {e}"[:500],
-                            }
-                            for j, e in give_up
-                        ],
-                    )
-                if again:
-                    await session.execute(
-                        update(table)
-                        .where(guard)
-                        .values(
-                            state=self._pending_state(kind, table),
-                            error=self._pending_error(kind, table, bindparam("b_err")),
-                            due_at=bindparam("b_due"),
-                            claimed_by=None,
-                            lease_until=None,
-                        ),
-                        [
-                            {
-                                "b_id": j.delivery_id,
-                                "b_err": e,
-                                "b_due": now + RETRY_BACKOFF * j.attempt,
-                            }
-                            for j, e in again
-                        ],
-                    )
-            released = [j.delivery_id for j in batch.released if j.kind == kind]
-            for chunk in chunks(released, 500):
-                await session.execute(
-                    update(table)
-                    .where(
-                        table.c.id.in_(chunk),
-                        table.c.claimed_by == mine,
-                        table.c.state == "sending",
-                    )
-                    .values(
-                        state=self._pending_state(kind, table),
-                        error=self._pending_error(kind, table, table.c.error),
-                        claimed_by=None,
-                        lease_until=None,
-                        attempts=table.c.attempts - 1,
-                    )
-                )
-
-    @staticmethod
-    def _cancelled(table: Table) -> Any:
-        return exists().where(CampaignRun.id == table.c.run_id, CampaignRun.status == "cancelled")
-
-    def _pending_state(self, kind: str, table: Table) -> Any:
-        """Back to pending, unless its campaign was cancelled meanwhile (then it never goes)."""
-        if kind != "c":
-            return "pending"
-        return case((self._cancelled(table), "skipped"), else_="pending")
-
-    def _pending_error(self, kind: str, table: Table, otherwise: Any) -> Any:
-        if kind != "c":
-            return otherwise
-        return case((self._cancelled(table), "campaign cancelled"), else_=otherwise)
-
-    def _timeline_for_job(
-        self, job: Job, provider_id: str, sent_at: datetime, summary: str
-    ) -> dict[str, Any]:
-        source = job.source
-        data: dict[str, Any] = {"delivery_id": job.delivery_id, "to": job.to}
-        if provider_id != job.message_id:
-            data["provider_id"] = provider_id
-        if source.kind == "c":
-            data.update(campaign_id=source.campaign_id, campaign=source.name, run_id=source.run_id)
-        else:
-            data.update(trigger_rule_id=source.rule_id, trigger=source.name)
-        return {
-            "channel": source.channel,
-            "external_id": job.message_id,
-            "customer_id": job.customer_id,
-            "direction": "outbound",
-            "status": "sent",
-            "occurred_at": sent_at,
-            "ended_at": None,
-            "user_id": None,
-            "summary": summary[:200],
-            "data": data,
-            "created_at": utcnow(),
-        }
+        """Commit the outcomes recorded so far (see recording.py)."""
+        await self._recorder.flush()
 
     # --- progress -------------------------------------------------------------------------
 
@@ -1798,7 +1501,9 @@ class CampaignEngine:
         """Publish counts of runs that changed (after their changes committed)."""
         if not self._dirty_runs:
             return
-        run_ids, self._dirty_runs = self._dirty_runs, set()
+        # Emptied in place: the recorder shares this set.
+        run_ids = set(self._dirty_runs)
+        self._dirty_runs.clear()
         events = []
         async with self.hub.sessions() as session:
             for run_id in sorted(run_ids):
