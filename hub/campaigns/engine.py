@@ -1,9 +1,9 @@
 """The campaign engine: scheduler tick, recipient streaming, claiming, sending, recording.
 
 The database is the truth; memory holds at most a couple of claimed batches per channel.
-- Tick (every [campaigns] tick_seconds): take over journals of dead workers, return expired
-  leases, fire due schedules into runs (unique per campaign and slot), finish completed runs, scan
-  for triggered messages, attribute replies.
+- Tick (every [campaigns] tick_seconds): take over journals of dead workers and return expired
+  leases (recovery.py), fire due schedules into runs (unique per campaign and slot), finish
+  completed runs, scan for triggered messages, attribute replies.
 - Materialiser: streams each new run's segment into delivery rows, in customer-id order, with a
   checkpoint, by INSERT ... SELECT ... ON CONFLICT DO NOTHING (unique run + customer).
 - Per channel, a feeder claims batches (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one
@@ -25,9 +25,9 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,7 +35,6 @@ from sqlalchemy import (
     Select,
     Table,
     Update,
-    bindparam,
     case,
     cast,
     exists,
@@ -52,8 +51,8 @@ from hub import consent as consent_list
 from hub.campaigns import report, triggers
 from hub.campaigns.consent import open_pixel_url, unsubscribe_url
 from hub.campaigns.context import address_expr, load_customers, message_context
-from hub.campaigns.jobs import TABLES, Job, Source, chunks, claimed_by
-from hub.campaigns.journal import DeadJournal, Journal, dead_journals
+from hub.campaigns.jobs import TABLES, Job, Source, claimed_by
+from hub.campaigns.journal import Journal
 from hub.campaigns.messengers import (
     EmailMessenger,
     Envelope,
@@ -63,11 +62,10 @@ from hub.campaigns.messengers import (
 )
 from hub.campaigns.recording import (
     Recorder,
-    insert_timeline,
     pending_error,
     pending_state,
-    timeline_row,
 )
+from hub.campaigns.recovery import Recovery
 from hub.campaigns.schedule import due_firing, zone
 from hub.campaigns.segments import Clock, compile_filter
 from hub.campaigns.service import (
@@ -237,6 +235,15 @@ class CampaignEngine:
         # lookups than when recording lived in this class.
         self._outcomes = self._recorder.outcomes
         self._flush_soon = self._recorder.flush_soon
+        self._recovery = Recovery(
+            hub,
+            self.worker_id,
+            self.journal_dir,
+            clock,
+            self.lease,
+            self._claimed,
+            self.stats,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
@@ -489,191 +496,17 @@ class CampaignEngine:
 
     async def recover(self) -> int:
         """Fold in the journals of dead workers; returns how many messages were in doubt."""
-        in_doubt = 0
-        for dead in dead_journals(self.journal_dir, self.worker_id):
-            try:
-                in_doubt += await self._recover_one(dead)
-            except Exception:
-                dead.release()
-                log.exception("could not recover journal of %s; will retry", dead.worker_id)
-                continue
-            dead.discard()
-        return in_doubt
-
-    async def _recover_one(self, dead: DeadJournal) -> int:
-        now = self.clock()
-        doubtful = dead.in_doubt
-        async with self.hub.sessions() as session, session.begin():
-            for kind, table in TABLES.items():
-                accepted = {k: v for k, v in dead.accepted.items() if k[0] == kind}
-                if accepted:
-                    rows = await session.execute(
-                        select(
-                            table.c.id,
-                            table.c.attempts,
-                            table.c.customer_id,
-                            table.c.channel,
-                            table.c.address,
-                            table.c.message_id,
-                            *(
-                                [table.c.run_id]
-                                if kind == "c"
-                                else [table.c.rule_id, table.c.subject_key]
-                            ),
-                        ).where(
-                            table.c.id.in_([k[1] for k in accepted]),
-                            table.c.claimed_by == dead.worker_id,
-                            table.c.state == "sending",
-                        )
-                    )
-                    sent = []
-                    for row in rows:
-                        acc = accepted.get((kind, row.id, row.attempts))
-                        if acc is not None:
-                            sent.append((row, acc))
-                    await self._record_recovered(session, kind, sent)
-                doubt_ids = [k[1] for k in doubtful if k[0] == kind]
-                for chunk in chunks(doubt_ids, 500):
-                    await session.execute(
-                        update(table)
-                        .where(
-                            table.c.id.in_(chunk),
-                            table.c.claimed_by == dead.worker_id,
-                            table.c.state == "sending",
-                        )
-                        .values(
-                            state="pending",
-                            claimed_by=None,
-                            lease_until=None,
-                            in_doubt=table.c.in_doubt + 1,
-                        )
-                    )
-                # Claimed, never handed over: the claim was not an attempt.
-                await session.execute(
-                    update(table)
-                    .where(*claimed_by(kind, table, dead.worker_id))
-                    .values(
-                        state="pending",
-                        claimed_by=None,
-                        lease_until=None,
-                        attempts=func.max(table.c.attempts - 1, 0)
-                        if not self._pg()
-                        else func.greatest(table.c.attempts - 1, 0),
-                    )
-                )
-        self.stats["in_doubt_resends"] += len(doubtful)
-        if dead.accepted or doubtful:
-            log.warning(
-                "recovered journal of %s at %s: %d accepted, %d in doubt (sent again, same id)",
-                dead.worker_id,
-                now.isoformat(),
-                len(dead.accepted),
-                len(doubtful),
-            )
-        return len(doubtful)
-
-    async def _record_recovered(
-        self, session: AsyncSession, kind: str, sent: list[tuple[Any, Any]]
-    ) -> None:
-        table = TABLES[kind]
-        if not sent:
-            return
-        names = await self._source_names(session, kind, [row for row, _ in sent])
-        params = []
-        timeline = []
-        for row, acc in sent:
-            sent_at = datetime.fromtimestamp(acc.at, UTC)
-            params.append({"b_id": row.id, "b_pid": acc.provider_id, "b_at": sent_at})
-            # The personal subject died with the worker; the campaign's name stands in.
-            owner = names.get(row.run_id if kind == "c" else row.rule_id, (None, ""))[1]
-            summary = f"{'Campaign' if kind == 'c' else 'Triggered'} message: {owner}"
-            timeline.append(timeline_row(kind, row, names, sent_at, summary))
-        await session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
-            .values(
-                state="sent",
-                provider_id=bindparam("b_pid"),
-                sent_at=bindparam("b_at"),
-                claimed_by=None,
-                lease_until=None,
-                error="",
-            ),
-            params,
-        )
-        await insert_timeline(session, timeline)
-
-    async def _source_names(
-        self, session: AsyncSession, kind: str, rows: Iterable[Any]
-    ) -> dict[int, tuple[int, str]]:
-        """(campaign id, name) by run id, or (rule id, name) by rule id."""
-        if kind == "c":
-            ids = {row.run_id for row in rows}
-            result = await session.execute(
-                select(CampaignRun.id, Campaign.id, Campaign.name)
-                .join(Campaign, Campaign.id == CampaignRun.campaign_id)
-                .where(CampaignRun.id.in_(ids))
-            )
-        else:
-            ids = {row.rule_id for row in rows}
-            result = await session.execute(
-                select(TriggerRule.id, TriggerRule.id, TriggerRule.name).where(
-                    TriggerRule.id.in_(ids)
-                )
-            )
-        return {key: (owner, name) for key, owner, name in result}
+        return await self._recovery.recover()
 
     async def return_expired_leases(self) -> int:
         """Claims whose worker vanished without a journal we can read go back to pending.
 
         They may have been sent (we cannot know), so they count as in doubt."""
-        now = self.clock()
-        total = 0
-        async with self.hub.sessions() as session, session.begin():
-            active_runs = select(CampaignRun.id).where(
-                CampaignRun.status.in_(("sending", "paused"))
-            )
-            for kind, table in TABLES.items():
-                where = [table.c.state == "sending", table.c.lease_until < now]
-                if kind == "c":
-                    where.append(table.c.run_id.in_(active_runs))
-                result = await session.execute(
-                    update(table)
-                    .where(*where)
-                    .values(
-                        state="pending",
-                        claimed_by=None,
-                        lease_until=None,
-                        in_doubt=table.c.in_doubt + 1,
-                    )
-                )
-                total += int(getattr(result, "rowcount", 0) or 0)
-        if total:
-            log.warning("returned %d expired claims to pending (in doubt: sent again)", total)
-            self.stats["in_doubt_resends"] += total
-        return total
+        return await self._recovery.return_expired_leases()
 
     async def renew_leases(self) -> None:
         """Extend the lease of everything this worker holds."""
-        if not self._claimed:
-            return
-        until = self.clock() + self.lease
-        by_kind: dict[str, list[int]] = {"c": [], "t": []}
-        for kind, delivery_id in list(self._claimed):
-            by_kind[kind].append(delivery_id)
-        async with self.hub.sessions() as session, session.begin():
-            for kind, ids in by_kind.items():
-                table = TABLES[kind]
-                for chunk in chunks(ids, 500):
-                    await session.execute(
-                        update(table)
-                        .where(
-                            table.c.id.in_(chunk),
-                            table.c.claimed_by == self.worker_id,
-                            table.c.state == "sending",
-                        )
-                        .values(lease_until=until)
-                    )
+        await self._recovery.renew_leases()
 
     # --- scheduling -----------------------------------------------------------------------
 
