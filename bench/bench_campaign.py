@@ -346,7 +346,8 @@ def main() -> None:
     # The sink gets a CPU to itself and the client (bare or engine, threads included) the
     # others: otherwise the scheduler now and then runs the client on the sink's CPU and the
     # sink, the reference, slows down with it (the same for both clients, but noisier).
-    cpus = sorted(os.sched_getaffinity(0))
+    # (Linux only: elsewhere there is no affinity call and nothing is pinned.)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pinned = not args.no_pin and len(cpus) >= 2
     sink_cpus = ["--cpus", str(cpus[0])] if pinned else []
     client_cpus = ["--cpus", ",".join(str(cpu) for cpu in cpus[1:])] if pinned else []
