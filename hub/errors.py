@@ -15,6 +15,12 @@ class RetryableError(CommhubError):
     """A peer failed in a way that may pass: network drop, 4xx SMTP reply, timeout."""
 
 
+class DeliveryInDoubt(RetryableError):
+    """The whole message reached the peer but its answer did not reach us (the connection broke
+    or timed out while we waited for it): the peer may or may not have taken it. Sending it
+    again may deliver it twice; a caller that keeps count resends it with the same id."""
+
+
 class AuthError(CommhubError):
     """A peer refused our credentials: retrying with the same ones will not help."""
 

@@ -15,7 +15,8 @@ Policy:
 
 A network error after the end of DATA may mean the server accepted the message but its reply was
 lost: the retry can then deliver it twice. SMTP offers no way around that (RFC 5321 4.1.1.4); it
-is rare, and a duplicate beats a lost mail.
+is rare, and a duplicate beats a lost mail. Such retries are counted (`in_doubt`); a caller that
+keeps its own count (the campaign engine) passes retry_in_doubt=False and gets DeliveryInDoubt.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from hub.config import SmtpConfig
-from hub.errors import CommhubError, ConfigError, PermanentError, RetryableError
+from hub.errors import CommhubError, ConfigError, DeliveryInDoubt, PermanentError, RetryableError
 from hub.messaging.ports import EmailRejected, OutgoingEmail
 
 from .compose import Rendered, parse_address, render
 from .const import BACKOFF_BASE, BACKOFF_MAX, IDLE_REUSE_SECONDS, MAX_ATTEMPTS
 from .errors import NETWORK_ERRORS, GaveUp, auth_failed, rejected, reply_text, unreachable
-from .transaction import run_transaction
+from .transaction import ReplyLost, run_transaction
 
 _LOG = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class SmtpSender:
             self._idle.put_nowait(slot)
         self._closed = False
         self.pipelined = 0  # transactions sent with PIPELINING (for tests and health)
+        self.in_doubt = 0  # messages sent in full whose reply was lost (may have arrived)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -264,8 +266,11 @@ class SmtpSender:
         """Send one message; its Message-ID once the server accepted it (see module policy)."""
         return await self.send_prepared(self.prepare(message))
 
-    async def send_prepared(self, message: Outbound) -> str:
-        """Send a message from prepare(); its Message-ID once the server accepted it."""
+    async def send_prepared(self, message: Outbound, *, retry_in_doubt: bool = True) -> str:
+        """Send a message from prepare(); its Message-ID once the server accepted it.
+
+        With retry_in_doubt=False a message whose reply was lost after it went out in full is
+        not sent again here: DeliveryInDoubt goes to the caller, which decides (and counts)."""
         if self._closed:
             raise RetryableError("the SMTP sender is closed")
         await self._limiter.wait()
@@ -277,7 +282,7 @@ class SmtpSender:
                 await self._attempt(message)
                 return message.message_id
             except RetryableError as err:
-                if self._closed:
+                if self._closed or (isinstance(err, DeliveryInDoubt) and not retry_in_doubt):
                     raise
                 last = err
             if attempt >= self.max_attempts:
@@ -317,6 +322,21 @@ class SmtpSender:
                 raise self._response_error(err.recipients[0], message, slot) from err
             except aiosmtplib.SMTPResponseException as err:
                 raise self._response_error(err, message, slot) from err
+            except ReplyLost as err:
+                await self._drop(slot)
+                self.in_doubt += 1
+                _LOG.warning(
+                    "SMTP %s: the message %s to %s went out in full but its reply was lost (%s);"
+                    " the server may have it",
+                    self.server,
+                    message.message_id,
+                    message.recipient,
+                    err.__cause__ or err,
+                )
+                raise DeliveryInDoubt(
+                    f"{self.server} got the whole message to {message.recipient} but its reply"
+                    f" was lost ({err.__cause__ or err}): it may have been delivered"
+                ) from err
             except NETWORK_ERRORS as err:
                 await self._drop(slot)
                 raise unreachable(err, self.server) from err

@@ -39,6 +39,12 @@ _DATA = 2  # the step whose good reply (354) lets the message itself go
 _END_OF_EMPTY_DATA = b".\r\n"
 
 
+class ReplyLost(aiosmtplib.SMTPServerDisconnected):
+    """The message went out in full (its final dot written) and then the connection broke or
+    the reply timed out: the server may have accepted it. A network error like the others for
+    whoever does not care (it is an SMTPServerDisconnected)."""
+
+
 def _invalid(text: str) -> aiosmtplib.SMTPResponseException:
     """A reply we cannot pair with a command: the connection is out of step (and is dropped)."""
     return aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response, text)
@@ -194,8 +200,17 @@ class _Exchange(asyncio.Protocol):
 
     def _fail(self, err: BaseException) -> None:
         self.give_back()
-        if not self._done.done():
-            self._done.set_exception(err)
+        if self._done.done():
+            return
+        if (
+            self._written == len(self._lines)
+            and self._refused is None
+            and isinstance(err, aiosmtplib.SMTPServerDisconnected | TimeoutError)
+        ):
+            lost = ReplyLost(f"no reply to the message: {err}")
+            lost.__cause__ = err
+            err = lost
+        self._done.set_exception(err)
 
     def eof_received(self) -> bool:
         self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
@@ -229,7 +244,8 @@ async def run_transaction(
     `pipelining`, i.e. the server offers it). Raises aiosmtplib's exception for the first
     refusal (the connection stays in step), SMTPServerDisconnected if the connection ends, and
     TimeoutError when a reply takes longer than `deadline` seconds (each reply has its own
-    deadline, as in aiosmtplib, so a large message is not cut short).
+    deadline, as in aiosmtplib, so a large message is not cut short). Either of the last two
+    after the whole message went out is ReplyLost: the server may have the message.
 
     A transaction that ends without its reply (timeout, cancellation) aborts the connection:
     the late reply would otherwise be read as the next message's."""

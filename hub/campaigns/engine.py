@@ -77,7 +77,13 @@ from hub.campaigns.service import (
 )
 from hub.campaigns.templates import CompiledTemplate, Rendered, RenderError
 from hub.db import insert_for
-from hub.errors import AuthError, PermanentError, RetryableError, ValidationError
+from hub.errors import (
+    AuthError,
+    DeliveryInDoubt,
+    PermanentError,
+    RetryableError,
+    ValidationError,
+)
 from hub.messaging.ports import EmailRejected
 from hub.models.base import utcnow
 from hub.models.campaigns import (
@@ -1238,8 +1244,11 @@ class CampaignEngine:
         job.gen = self.journal.started(job.kind, job.delivery_id, job.attempt)
         try:
             provider_id = await item.messenger.deliver(item.prepared)
-        except RetryableError as err:
+        except DeliveryInDoubt as err:
+            job.in_doubt = True  # the journal's "S" without "A" says the same, should we die now
             failure: tuple[str, str, str | None] | None = ("retry", str(err), None)
+        except RetryableError as err:
+            failure = ("retry", str(err), None)
         except EmailRejected as err:
             failure = ("failed", str(err), err.recipient)
         except (PermanentError, AuthError, ValidationError) as err:

@@ -61,6 +61,7 @@ class Job:
     context: dict[str, Any]
     source: Source
     gen: int | None = None  # journal file generation once started
+    in_doubt: bool = False  # handed over in full, the provider's answer lost: may have arrived
 
 
 def claimed_by(kind: str, table: Table, worker_id: str) -> list[Any]:

@@ -13,8 +13,10 @@ server may take the message even if we die right after) until its 250 has been r
 loop and journaled, that is the final DATA round trip plus the loop's latency. Nothing on our side
 can close it (a server cannot be asked whether it has a message). A message killed inside it is
 counted as in doubt and sent again with the same Message-ID, so the receiving side can drop the
-copy. Measured on a 2-core machine at ~1,500 msg/s over 4 connections: server accept -> our
-journal p50 ~0.3 ms, p99 ~2.5 ms; a SIGKILL at a random instant duplicates about one message.
+copy. The same window without a crash (the connection breaks or times out after the final dot)
+is handled alike: the sender raises DeliveryInDoubt, and the engine resends and counts it.
+Measured on a 2-core machine at ~1,500 msg/s over 4 connections: server accept -> our journal
+p50 ~0.3 ms, p99 ~2.5 ms; a SIGKILL at a random instant duplicates about one message.
 
 Each worker holds an exclusive flock on its own files while it lives. A starting worker takes
 over files whose lock it can get (their owner is dead): "A" entries are marked sent, "S" without

@@ -72,7 +72,8 @@ class EmailMessenger:
 
     async def deliver(self, prepared: Any) -> str:
         """Send through SMTP."""
-        return await self._sender.send_prepared(prepared)
+        # In doubt goes back to the engine, which resends with the same Message-ID and counts it.
+        return await self._sender.send_prepared(prepared, retry_in_doubt=False)
 
     async def push(self, envelope: Envelope, rendered: Rendered) -> str:
         """Compose and send."""

@@ -158,6 +158,9 @@ class Recorder:
         self._stats["sent"] += len(batch.sent)
         self._stats["failed"] += len(batch.failed)
         self._stats["retried"] += len(batch.retry)
+        self._stats["in_doubt_resends"] += sum(
+            1 for job, _ in batch.retry if job.in_doubt and job.attempt < MAX_ATTEMPTS
+        )
 
     def _settle(self, job: Job, settled: list[int]) -> None:
         self._claimed.pop((job.kind, job.delivery_id), None)
@@ -246,11 +249,13 @@ class Recorder:
                             error=bindparam("b_err"),
                             claimed_by=None,
                             lease_until=None,
+                            in_doubt=table.c.in_doubt + bindparam("b_doubt"),
                         ),
                         [
                             {
                                 "b_id": j.delivery_id,
                                 "b_err": f"gave up after {j.attempt} attempts; {e}"[:500],
+                                "b_doubt": int(j.in_doubt),
                             }
                             for j, e in give_up
                         ],
@@ -265,12 +270,16 @@ class Recorder:
                             due_at=bindparam("b_due"),
                             claimed_by=None,
                             lease_until=None,
+                            # A message that may have arrived is sent again (same Message-ID):
+                            # counted, as recovery counts the ones a crash left in doubt.
+                            in_doubt=table.c.in_doubt + bindparam("b_doubt"),
                         ),
                         [
                             {
                                 "b_id": j.delivery_id,
                                 "b_err": e,
                                 "b_due": now + RETRY_BACKOFF * j.attempt,
+                                "b_doubt": int(j.in_doubt),
                             }
                             for j, e in again
                         ],

@@ -51,8 +51,9 @@ class EmailSender(Protocol):
         """Compose a message now (ValidationError when it cannot be sent), to hand it to
         send_prepared later: bulk senders do the CPU work before taking a connection."""
 
-    async def send_prepared(self, prepared: Any) -> str:
-        """Send what prepare() returned; as send()."""
+    async def send_prepared(self, prepared: Any, *, retry_in_doubt: bool = True) -> str:
+        """Send what prepare() returned; as send(). With retry_in_doubt=False, a message that
+        may have arrived (its reply was lost) raises DeliveryInDoubt instead of being resent."""
 
     async def close(self) -> None:
         """Close pooled connections."""

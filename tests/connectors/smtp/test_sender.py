@@ -10,7 +10,7 @@ import pytest
 
 from connectors.smtp import GaveUp, SmtpSender
 from hub.config import SmtpConfig
-from hub.errors import AuthError, PermanentError, RetryableError, ValidationError
+from hub.errors import AuthError, DeliveryInDoubt, PermanentError, RetryableError, ValidationError
 from hub.messaging.ports import EmailRejected, OutgoingEmail
 from tests.conftest import free_port, until
 
@@ -270,6 +270,22 @@ async def test_dropped_connection_is_reopened_and_message_sent_once() -> None:
             await sender.close()
     assert len(sink.deliveries) == 1
     assert sink.sessions == 2
+    assert sender.in_doubt == 1  # the drop came after the whole message: counted
+
+
+async def test_a_lost_reply_is_left_to_a_caller_that_counts_its_own() -> None:
+    # The campaign engine resends in-doubt messages itself (same Message-ID, counted per row).
+    async with smtp_sink(sink=Sink(drop_on_data={1})) as (sink, port):
+        sender = _sender(port, pool_size=1)
+        try:
+            message = sender.prepare(OutgoingEmail(to="a@example.test", subject="s", text="x"))
+            with pytest.raises(DeliveryInDoubt, match="may have been delivered"):
+                await sender.send_prepared(message, retry_in_doubt=False)
+            assert sender.open_connections == 0  # never reused out of step
+        finally:
+            await sender.close()
+    assert sink.sessions == 1
+    assert sender.in_doubt == 1
 
 
 async def test_server_that_stops_answering_times_out_and_the_retry_uses_a_new_connection() -> None:

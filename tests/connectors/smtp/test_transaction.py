@@ -13,7 +13,7 @@ import aiosmtplib
 import pytest
 from aiosmtplib.typing import SMTPStatus
 
-from connectors.smtp.transaction import run_transaction
+from connectors.smtp.transaction import ReplyLost, run_transaction
 from tests.conftest import until
 
 LINES = (
@@ -114,7 +114,9 @@ async def peer_with(
                         peer.received.append(message)
                         peer.batches.append([message])
                         answer = script.pop(0) if script else b"250 ok\r\n"
-                        assert isinstance(answer, bytes)
+                        if callable(answer):
+                            answer(writer)
+                            continue
                         await reply(writer, answer)
         finally:
             writer.close()
@@ -200,14 +202,21 @@ async def test_malformed_reply_is_an_invalid_response() -> None:
         smtp.close()
 
 
-async def test_peer_hanging_up_mid_transaction_disconnects_the_client() -> None:
-    def hang_up(writer: asyncio.StreamWriter) -> None:
-        writer.close()
+def hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.close()
 
+
+def say_nothing(writer: asyncio.StreamWriter) -> None:
+    return None
+
+
+async def test_peer_hanging_up_mid_transaction_disconnects_the_client() -> None:
     async with scripted_peer([b"250 ok\r\n", hang_up]) as (port, received):
         smtp = await _client(port)
-        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected) as raised:
             await _run(smtp)
+        # Before the message went out: nothing can have been delivered.
+        assert not isinstance(raised.value, ReplyLost)
         await asyncio.sleep(0.05)
         # aiosmtplib learned it too: the pool would reopen rather than reuse this connection.
         assert not smtp.is_connected
@@ -215,9 +224,6 @@ async def test_peer_hanging_up_mid_transaction_disconnects_the_client() -> None:
 
 
 async def test_silent_peer_times_out_and_the_transport_is_given_back() -> None:
-    def say_nothing(writer: asyncio.StreamWriter) -> None:
-        return None
-
     async with scripted_peer([b"250 ok\r\n", say_nothing]) as (port, _received):
         smtp = await _client(port)
         with pytest.raises(TimeoutError):
@@ -226,6 +232,23 @@ async def test_silent_peer_times_out_and_the_transport_is_given_back() -> None:
         assert smtp.transport.get_protocol() is smtp.protocol
         # The late reply must never be read as the next transaction's: the connection is cut.
         await until(lambda: not smtp.is_connected, what="the timed-out connection to close")
+
+
+@pytest.mark.parametrize("after_the_message", [hang_up, say_nothing], ids=["hang-up", "silence"])
+async def test_a_reply_lost_after_the_whole_message_is_in_doubt(
+    after_the_message: Callable[[asyncio.StreamWriter], None],
+) -> None:
+    # The server read the final dot and may have queued the message: the caller must be told
+    # that this failure, unlike the others, may have delivered it.
+    async with scripted_peer([b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", after_the_message]) as (
+        port,
+        received,
+    ):
+        smtp = await _client(port)
+        with pytest.raises(ReplyLost):
+            await _run(smtp, deadline=0.3)
+        await until(lambda: not smtp.is_connected, what="the connection to be dropped")
+    assert received == [LINES[0], LINES[1], LINES[2], b"<message>"]
 
 
 async def test_the_deadline_is_per_reply_not_per_transaction() -> None:

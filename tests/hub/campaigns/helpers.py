@@ -40,6 +40,9 @@ class MemorySink:
     received: list[Received] = field(default_factory=list)
     refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply
     fail_all_data: str | None = None  # e.g. "451 try later"
+    # The next n messages are taken and then the connection is cut before the reply: the
+    # server has them, the client cannot know.
+    lose_replies: int = 0
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -58,6 +61,10 @@ class MemorySink:
             self.received.append(
                 Received(str(rcpt), match.group(1).decode() if match else "", data)
             )
+        if self.lose_replies > 0:
+            self.lose_replies -= 1
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()
         return "250 OK"
 
     def by_rcpt(self) -> Counter[str]:

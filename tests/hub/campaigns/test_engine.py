@@ -17,6 +17,7 @@ from hub.campaigns import service
 from hub.campaigns.engine import CampaignEngine, SlidingWindowLimiter
 from hub.campaigns.journal import Journal
 from hub.campaigns.messengers import EmailMessenger, MessengerRegistry
+from hub.campaigns.report import campaign_report
 from hub.config import SmtpConfig
 from hub.consent import is_suppressed, suppress
 from hub.models.campaigns import Campaign, CampaignDelivery, CampaignRun, CampaignSchedule
@@ -307,6 +308,42 @@ async def test_deferred_message_is_retried_later_with_the_same_message_id(
         )
     assert (row.state, row.attempts) == ("sent", 2)
     assert [r.message_id for r in record.received] == [row.message_id]
+
+
+async def test_a_lost_reply_is_resent_with_the_same_message_id_and_counted(
+    chub, sink, running_engine
+):
+    # The server took the message and the connection broke before its 250: it may have arrived,
+    # so it is sent again (same Message-ID, which lets the receiving side drop the copy) and
+    # counted in doubt on the delivery row and in the report, never silently.
+    record, _port = sink
+    record.lose_replies = 1
+    await bulk_customers(chub, 1)
+    campaign_id = await make_campaign(chub)
+    now = [datetime.now(UTC)]
+    async with running_engine(chub, clock=lambda: now[0]) as engine:
+        run_id = await send_now(chub, campaign_id, engine)
+
+        async def waiting_to_resend():
+            async with chub.sessions() as session:
+                row = await session.scalar(
+                    select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
+                )
+                return row is not None and row.state == "pending" and row.in_doubt == 1
+
+        await wait_for(waiting_to_resend)
+        now[0] += timedelta(minutes=5)  # past the back-off
+        engine.wake()
+        await wait_for(lambda: _finished(chub, run_id))
+        assert engine.stats["in_doubt_resends"] == 1
+    async with chub.sessions() as session:
+        row = await session.scalar(
+            select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
+        )
+        report = await campaign_report(session, campaign_id)
+    assert (row.state, row.attempts, row.in_doubt) == ("sent", 2, 1)
+    assert [r.message_id for r in record.received] == [row.message_id, row.message_id]
+    assert [r["in_doubt_resends"] for r in report["runs"]] == [1]
 
 
 async def test_schedules_fire_once_per_slot_and_late_slots_collapse(chub):
