@@ -337,19 +337,9 @@ def timeline_for_job(job: Job, provider_id: str, sent_at: datetime, summary: str
         data.update(campaign_id=source.campaign_id, campaign=source.name, run_id=source.run_id)
     else:
         data.update(trigger_rule_id=source.rule_id, trigger=source.name)
-    return {
-        "channel": source.channel,
-        "external_id": job.message_id,
-        "customer_id": job.customer_id,
-        "direction": "outbound",
-        "status": "sent",
-        "occurred_at": sent_at,
-        "ended_at": None,
-        "user_id": None,
-        "summary": summary[:200],
-        "data": data,
-        "created_at": utcnow(),
-    }
+    return _sent_interaction(
+        source.channel, job.message_id, job.customer_id, sent_at, summary, data
+    )
 
 
 def timeline_row(
@@ -378,10 +368,22 @@ def timeline_row(
             "delivery_id": row.id,
             "to": row.address,
         }
+    return _sent_interaction(row.channel, row.message_id, row.customer_id, sent_at, summary, data)
+
+
+def _sent_interaction(
+    channel: str,
+    message_id: str,
+    customer_id: int | None,
+    sent_at: datetime,
+    summary: str,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """An `interactions` row (the timeline) for one outbound message, keyed by its id."""
     return {
-        "channel": row.channel,
-        "external_id": row.message_id,
-        "customer_id": row.customer_id,
+        "channel": channel,
+        "external_id": message_id,
+        "customer_id": customer_id,
         "direction": "outbound",
         "status": "sent",
         "occurred_at": sent_at,
