@@ -326,16 +326,15 @@ class SmtpSender:
                 await self._drop(slot)
                 self.in_doubt += 1
                 _LOG.warning(
-                    "SMTP %s: the message %s to %s went out in full but its reply was lost (%s);"
-                    " the server may have it",
+                    "SMTP %s: the message %s to %s went out in full, then %s; the server may have it",
                     self.server,
                     message.message_id,
                     message.recipient,
-                    err.__cause__ or err,
+                    err,
                 )
                 raise DeliveryInDoubt(
-                    f"{self.server} got the whole message to {message.recipient} but its reply"
-                    f" was lost ({err.__cause__ or err}): it may have been delivered"
+                    f"{self.server} got the whole message to {message.recipient}, then {err}:"
+                    " it may have been delivered"
                 ) from err
             except NETWORK_ERRORS as err:
                 await self._drop(slot)

@@ -60,11 +60,7 @@ from hub.campaigns.messengers import (
     MessengerRegistry,
     SmsMessenger,
 )
-from hub.campaigns.recording import (
-    Recorder,
-    pending_error,
-    pending_state,
-)
+from hub.campaigns.recording import Recorder, unclaimed
 from hub.campaigns.recovery import Recovery
 from hub.campaigns.schedule import due_firing, zone
 from hub.campaigns.segments import Clock, compile_filter
@@ -380,13 +376,7 @@ class CampaignEngine:
                 await session.execute(
                     update(table)
                     .where(*claimed_by(kind, table, self.worker_id))
-                    .values(
-                        state=pending_state(kind, table),
-                        error=pending_error(kind, table, table.c.error),
-                        claimed_by=None,
-                        lease_until=None,
-                        attempts=table.c.attempts - 1,
-                    )
+                    .values(**unclaimed(kind, table))
                 )
         self._claimed.clear()
 

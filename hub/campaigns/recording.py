@@ -205,16 +205,7 @@ class Recorder:
                 other = [item for item in sent if item[1] != item[0].message_id]
                 if other:
                     await session.execute(
-                        update(table)
-                        .where(guard)
-                        .values(
-                            state="sent",
-                            provider_id=bindparam("b_pid"),
-                            sent_at=bindparam("b_at"),
-                            claimed_by=None,
-                            lease_until=None,
-                            error="",
-                        ),
+                        update(table).where(guard).values(**sent_with_provider_id()),
                         [{"b_id": j.delivery_id, "b_pid": p, "b_at": at} for j, p, at, _ in other],
                     )
                 for start in range(0, len(sent), CHUNK):
@@ -293,17 +284,36 @@ class Recorder:
                         table.c.claimed_by == mine,
                         table.c.state == "sending",
                     )
-                    .values(
-                        state=pending_state(kind, table),
-                        error=pending_error(kind, table, table.c.error),
-                        claimed_by=None,
-                        lease_until=None,
-                        attempts=table.c.attempts - 1,
-                    )
+                    .values(**unclaimed(kind, table))
                 )
 
 
 # --- going back to pending ----------------------------------------------------------------
+
+
+def sent_with_provider_id() -> dict[str, Any]:
+    """Values marking a claimed row sent, with the provider's id ("b_pid") and the time of the
+    acceptance ("b_at") as per-row parameters."""
+    return {
+        "state": "sent",
+        "provider_id": bindparam("b_pid"),
+        "sent_at": bindparam("b_at"),
+        "claimed_by": None,
+        "lease_until": None,
+        "error": "",
+    }
+
+
+def unclaimed(kind: str, table: Table) -> dict[str, Any]:
+    """Values returning a claimed row that was never handed over to pending: the claim was not
+    an attempt, so it is not counted."""
+    return {
+        "state": pending_state(kind, table),
+        "error": pending_error(kind, table, table.c.error),
+        "claimed_by": None,
+        "lease_until": None,
+        "attempts": table.c.attempts - 1,
+    }
 
 
 def _cancelled(table: Table) -> Any:

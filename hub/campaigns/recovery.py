@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.campaigns.jobs import TABLES, Job, chunks, claimed_by
 from hub.campaigns.journal import DeadJournal, dead_journals
-from hub.campaigns.recording import insert_timeline, timeline_row
+from hub.campaigns.recording import insert_timeline, sent_with_provider_id, timeline_row
 from hub.models.campaigns import Campaign, CampaignRun, TriggerRule
 from hub.services import Hub
 
@@ -166,14 +166,7 @@ class Recovery:
         await session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
-            .values(
-                state="sent",
-                provider_id=bindparam("b_pid"),
-                sent_at=bindparam("b_at"),
-                claimed_by=None,
-                lease_until=None,
-                error="",
-            ),
+            .values(**sent_with_provider_id()),
             params,
         )
         await insert_timeline(session, timeline)

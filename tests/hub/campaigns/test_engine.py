@@ -279,6 +279,14 @@ async def test_refused_recipient_is_failed_and_suppressed(chub, sink, running_en
         assert await is_suppressed(session, "email", "c2@example.test")
 
 
+async def the_delivery(hub, run_id):
+    """The delivery row of a one-recipient run."""
+    async with hub.sessions() as session:
+        return await session.scalar(
+            select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
+        )
+
+
 async def test_deferred_message_is_retried_later_with_the_same_message_id(
     chub, sink, running_engine
 ):
@@ -291,21 +299,15 @@ async def test_deferred_message_is_retried_later_with_the_same_message_id(
         run_id = await send_now(chub, campaign_id, engine)
 
         async def retried():
-            async with chub.sessions() as session:
-                row = await session.scalar(
-                    select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
-                )
-                return row is not None and row.state == "pending" and row.attempts == 1
+            row = await the_delivery(chub, run_id)
+            return row is not None and row.state == "pending" and row.attempts == 1
 
         await wait_for(retried)
         record.fail_all_data = None
         now[0] += timedelta(minutes=5)  # past the back-off
         engine.wake()
         await wait_for(lambda: _finished(chub, run_id))
-    async with chub.sessions() as session:
-        row = await session.scalar(
-            select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
-        )
+    row = await the_delivery(chub, run_id)
     assert (row.state, row.attempts) == ("sent", 2)
     assert [r.message_id for r in record.received] == [row.message_id]
 
@@ -325,21 +327,16 @@ async def test_a_lost_reply_is_resent_with_the_same_message_id_and_counted(
         run_id = await send_now(chub, campaign_id, engine)
 
         async def waiting_to_resend():
-            async with chub.sessions() as session:
-                row = await session.scalar(
-                    select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
-                )
-                return row is not None and row.state == "pending" and row.in_doubt == 1
+            row = await the_delivery(chub, run_id)
+            return row is not None and row.state == "pending" and row.in_doubt == 1
 
         await wait_for(waiting_to_resend)
         now[0] += timedelta(minutes=5)  # past the back-off
         engine.wake()
         await wait_for(lambda: _finished(chub, run_id))
         assert engine.stats["in_doubt_resends"] == 1
+    row = await the_delivery(chub, run_id)
     async with chub.sessions() as session:
-        row = await session.scalar(
-            select(CampaignDelivery).where(CampaignDelivery.run_id == run_id)
-        )
         report = await campaign_report(session, campaign_id)
     assert (row.state, row.attempts, row.in_doubt) == ("sent", 2, 1)
     assert [r.message_id for r in record.received] == [row.message_id, row.message_id]
