@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import logging
 import sys
@@ -25,8 +24,10 @@ def _read_password(confirm: bool) -> str:
     return first
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
+def _run(config: Config, coro: Coroutine[Any, Any, Any]) -> Any:
+    from hub.eventloop import run
+
+    return run(coro, config.runtime.event_loop)
 
 
 async def _with_db(config: Config, work: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
@@ -53,7 +54,7 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
         finally:
             await engine.dispose()
 
-    heads = _run(go())
+    heads = _run(config, go())
     print(f"database at {', '.join(sorted(heads))}")
     return 0
 
@@ -76,7 +77,7 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             email=args.email,
         )
 
-    _run(_with_db(config, work))
+    _run(config, _with_db(config, work))
     print(f"user {args.name} ({args.role}) added")
     return 0
 
@@ -88,7 +89,7 @@ def cmd_token_create(args: argparse.Namespace, config: Config) -> int:
     async def work(session: Any) -> str:
         return await create_token(session, args.user, args.label or "")
 
-    print(_run(_with_db(config, work)))
+    print(_run(config, _with_db(config, work)))
     return 0
 
 
@@ -96,7 +97,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Run the real thing."""
     from hub.runtime import serve
 
-    _run(serve(config))
+    _run(config, serve(config))
     return 0
 
 
@@ -104,7 +105,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     """Everything embedded: SQLite, demo data, PBX simulator, SMTP sink, web app."""
     from hub.demo import run_demo
 
-    _run(run_demo(config, port=args.port, calls_every=args.calls_every))
+    _run(config, run_demo(config, port=args.port, calls_every=args.calls_every))
     return 0
 
 
@@ -112,28 +113,28 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     """Import customers from CSV/XLSX."""
     from hub.importer import run_import_cli
 
-    return int(_run(run_import_cli(config, args)))
+    return int(_run(config, run_import_cli(config, args)))
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     """Export calls or customers."""
     from hub.exporter import run_export_cli
 
-    return int(_run(run_export_cli(config, args)))
+    return int(_run(config, run_export_cli(config, args)))
 
 
 def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     """Online backup."""
     from hub.backup import run_backup_cli
 
-    return int(_run(run_backup_cli(config, args)))
+    return int(_run(config, run_backup_cli(config, args)))
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     """Restore from a backup."""
     from hub.backup import run_restore_cli
 
-    return int(_run(run_restore_cli(config, args)))
+    return int(_run(config, run_restore_cli(config, args)))
 
 
 def cmd_pbx_sim(args: argparse.Namespace, config: Config) -> int:
@@ -141,6 +142,7 @@ def cmd_pbx_sim(args: argparse.Namespace, config: Config) -> int:
     from connectors.pbxsim.cli import run_pbx_sim
 
     _run(
+        config,
         run_pbx_sim(
             listen=args.listen,
             scenario=args.scenario,
@@ -148,7 +150,7 @@ def cmd_pbx_sim(args: argparse.Namespace, config: Config) -> int:
             rate=args.rate,
             username=args.username,
             secret=args.secret,
-        )
+        ),
     )
     return 0
 

@@ -143,6 +143,15 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How the process itself runs."""
+
+    event_loop: str = (
+        "auto"  # auto (uvloop when installed) | uvloop | asyncio; see hub/eventloop.py
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; `source` names the file it came from for error messages."""
 
@@ -155,6 +164,7 @@ class Config:
     phone: PhoneConfig = field(default_factory=PhoneConfig)
     campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     source: str = "<defaults>"
 
 
@@ -311,6 +321,10 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [ami] internal_extension_pattern is not a regex: {err}") from err
     if config.ami.enabled and not config.ami.secret:
         raise ConfigError(f"{src}: [ami] secret is required when [ami] enabled = true")
+    from hub.eventloop import CHOICES as EVENT_LOOPS
+
+    if config.runtime.event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"{src}: [runtime] event_loop must be auto, uvloop or asyncio")
     for name, value in (("smtp", config.smtp.security), ("imap", config.imap.security)):
         if value not in ("none", "starttls", "tls"):
             raise ConfigError(f"{src}: [{name}] security must be none, starttls or tls")

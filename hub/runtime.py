@@ -18,6 +18,7 @@ from aiohttp import web
 from hub.bus import make_bus
 from hub.config import Config
 from hub.db import create_engine, session_factory
+from hub.eventloop import describe
 from hub.migrate import upgrade
 from hub.services import Hub
 
@@ -106,7 +107,7 @@ async def serve(config: Config, *, ready: Callable[[str], None] | None = None) -
         site = web.TCPSite(runner, config.web.host, config.web.port)
         await site.start()
         url = f"http://{config.web.host}:{config.web.port}"
-        log.info("commhub listening on %s", url)
+        log.info("commhub listening on %s (event loop: %s)", url, describe())
         if ready:
             ready(url)
         stop = asyncio.Event()

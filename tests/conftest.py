@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.config import Config, DatabaseConfig, load_config
 from hub.db import create_engine, session_factory
+from hub.eventloop import loop_factory
 from hub.migrate import upgrade
 from hub.services import Hub
 
@@ -355,3 +356,23 @@ async def live_hub(tmp_path: Path) -> AsyncIterator[LiveHub]:
                 await runner.cleanup()
     finally:
         await sim.stop()
+
+
+# Async tests run on the loop the product runs on (hub/eventloop.py: uvloop, a dependency here).
+# Those closest to the sockets run on asyncio's own loop as well: it is the fallback where uvloop
+# is missing, and the loops differ in how transports behave at the edges.
+BOTH_LOOPS = ("tests/connectors/smtp/", "tests/connectors/ami/", "tests/hub/campaigns/test_engine")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    product = loop_factory("auto")
+    if product is asyncio.new_event_loop:
+        if CI:
+            pytest.fail("uvloop is not installed (a dependency of commhub on this platform)")
+        return {"asyncio": product}
+    path = Path(str(item.path)).relative_to(ROOT).as_posix()
+    if path.startswith(BOTH_LOOPS):
+        return {"uvloop": product, "asyncio": asyncio.new_event_loop}
+    return {"uvloop": product}

@@ -127,3 +127,5 @@ def test_user_token_and_a_request_with_it(cli_config):
                 server.kill()
                 server.wait()
     assert server.returncode == 0, log.read_text()
+    # The product's loop by default: uvloop, a dependency on this platform.
+    assert "(event loop: uvloop " in log.read_text()

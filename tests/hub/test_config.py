@@ -84,6 +84,7 @@ def test_config_env_var_chooses_the_file(tmp_path):
         ("", {"COMMHUB_PHONE_DEFAULT_REGION": "XX"}, "[phone] default_region 'XX'"),
         ("", {"COMMHUB_DATABASE_URL": "mysql://x/y"}, "[database] url must start with"),
         ("", {"COMMHUB_IMAP_SECURITY": "ssl"}, "[imap] security must be none, starttls or tls"),
+        ('[runtime]\nevent_loop = "fast"\n', {}, "[runtime] event_loop must be auto, uvloop"),
         (
             '[ami]\ninternal_extension_pattern = "("\n',
             {},

@@ -1,0 +1,45 @@
+"""Which event loop a commhub process runs on: uvloop by default, asyncio's own on request."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from hub.config import load_config
+from hub.errors import ConfigError
+from hub.eventloop import describe, loop_factory, run
+
+
+async def _loop_name() -> str:
+    await asyncio.sleep(0)
+    return describe()
+
+
+def test_auto_and_uvloop_run_on_uvloop() -> None:
+    assert run(_loop_name()).startswith("uvloop ")
+    assert run(_loop_name(), "uvloop").startswith("uvloop ")
+
+
+def test_asyncio_rules_uvloop_out() -> None:
+    assert run(_loop_name(), "asyncio") == "asyncio"
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    assert loop_factory("auto") is asyncio.new_event_loop
+    assert run(_loop_name()) == "asyncio"
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        loop_factory("uvloop")
+
+
+def test_unknown_choice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="must be auto, uvloop or asyncio, got 'fast'"):
+        loop_factory("fast")
+
+
+def test_the_config_key_and_its_environment_variable() -> None:
+    assert load_config(environ={}).runtime.event_loop == "auto"
+    config = load_config(environ={"COMMHUB_RUNTIME_EVENT_LOOP": "asyncio"})
+    assert run(_loop_name(), config.runtime.event_loop) == "asyncio"
