@@ -14,13 +14,15 @@ out, e.g. while chasing a bug that might be the loop's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from importlib import metadata
 from typing import Any, TypeVar
 
 from hub.errors import ConfigError
 
 CHOICES = ("auto", "uvloop", "asyncio")
+# Items between pauses in `paced`: ~0.1-0.3 ms of per-row Python each.
+PACE = 32
 
 T = TypeVar("T")
 
@@ -56,3 +58,16 @@ def describe(loop: asyncio.AbstractEventLoop | None = None) -> str:
     if type(loop).__module__.partition(".")[0] == "uvloop":
         return f"uvloop {metadata.version('uvloop')}"
     return "asyncio"
+
+
+async def paced(items: Iterable[T], every: int = PACE) -> AsyncIterator[T]:
+    """The items, with a pause for the loop after every `every` of them.
+
+    A batch of a few hundred rows is milliseconds of Python in one go, and everything else in
+    the process waits behind it: SMTP replies (a connection that waits sends nothing), and in
+    `commhub serve` the screen-pops too. Campaign claims of 500 rows took 3 ms and more at a
+    stretch before they were paced."""
+    for count, item in enumerate(items, 1):
+        yield item
+        if count % every == 0:
+            await asyncio.sleep(0)

@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.campaigns.templates import OpenFields
+from hub.eventloop import paced
 from hub.models.customers import ContactPoint, Customer, CustomerTag
 
 EMPTY_CUSTOMER: dict[str, Any] = {
@@ -79,9 +80,10 @@ async def load_customers(
         return {}
     columns = [column for name, column in _COLUMNS.items() if fields is None or name in fields]
     out: dict[int, dict[str, Any]] = {}
-    for row in await session.execute(
+    result = await session.execute(
         select(Customer.id, Customer.name, *columns).where(Customer.id.in_(wanted))
-    ):
+    )
+    async for row in paced(result):
         first, last = _split_name(row.name)
         customer = dict(EMPTY_CUSTOMER)
         customer.update(id=row.id, name=row.name, first_name=first, last_name=last)

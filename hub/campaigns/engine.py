@@ -80,6 +80,7 @@ from hub.errors import (
     RetryableError,
     ValidationError,
 )
+from hub.eventloop import paced
 from hub.messaging.ports import EmailRejected
 from hub.models.base import utcnow
 from hub.models.campaigns import (
@@ -1034,7 +1035,8 @@ class CampaignEngine:
     ) -> list[Job]:
         """Run a claim statement; consent and customers are checked in its transaction."""
         async with self.hub.sessions() as session, session.begin():
-            rows = sorted((await session.execute(stmt)).all(), key=lambda r: r.id)
+            result = await session.execute(stmt)
+            rows = sorted([row async for row in paced(result)], key=lambda r: r.id)
             if not rows:
                 return []
             ready = await self._prepare(session, kind, rows, source_of, channel, now)
@@ -1108,9 +1110,7 @@ class CampaignEngine:
         base_url = self.hub.config.web.base_url
         secret = self.hub.config.web.secret_key
         jobs: list[Job] = []
-        for count, (row, source, customer) in enumerate(ready, 1):
-            if count % BUILD_STEP == 0:
-                await asyncio.sleep(0)
+        async for row, source, customer in paced(ready, BUILD_STEP):
             link = ""
             if row.customer_id:
                 link = unsubscribe_url(

@@ -9,7 +9,7 @@ import pytest
 
 from hub.config import load_config
 from hub.errors import ConfigError
-from hub.eventloop import describe, loop_factory, run
+from hub.eventloop import describe, loop_factory, paced, run
 
 
 async def _loop_name() -> str:
@@ -43,3 +43,24 @@ def test_the_config_key_and_its_environment_variable() -> None:
     assert load_config(environ={}).runtime.event_loop == "auto"
     config = load_config(environ={"COMMHUB_RUNTIME_EVENT_LOOP": "asyncio"})
     assert run(_loop_name(), config.runtime.event_loop) == "asyncio"
+
+
+async def test_paced_gives_every_item_and_lets_the_loop_run_between_groups() -> None:
+    ticks = 0
+    seen_at: list[int] = []
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)  # let it start
+    started = ticks
+    items = [item async for item in paced(range(100), every=10) if not seen_at.append(ticks)]
+    other.cancel()
+    assert items == list(range(100))
+    # Within a group the other task never ran; between groups it did, once per pause.
+    assert seen_at[:10] == [started] * 10
+    assert len(set(seen_at)) == 10 and seen_at[-1] - started == 9
