@@ -1,24 +1,26 @@
 """A 100,000-recipient email campaign through the engine vs bare aiosmtplib, into a local sink.
 
 Run: .venv/bin/python bench/bench_campaign.py [--recipients 100000] [--small 10000]
-                                              [--bare 15000] [--rounds 3] [--connections 4]
+                                              [--bare 15000] [--rounds 5] [--connections 4]
 
 Processes (the sink runs alone on the first CPU, the client on the others; --no-pin lets
 the scheduler place them):
   sink    an aiosmtpd server that counts what it accepts (NOOP answers the count);
   bare    C aiosmtplib connections sending pre-rendered messages (bytes built before timing:
           the same template rendered for the same customers, the same MIME composer) with
-          sendmail(); the fastest aiosmtplib can push;
+          sendmail(); the fastest aiosmtplib can push; run on commhub's event loop (uvloop,
+          hub/eventloop.py) and on asyncio's own, the faster of the two is the reference;
   engine  a temp SQLite with N customers, one campaign, "send now", the real CampaignEngine with
           the real SmtpSender (pool of C connections, 2C messages in flight): segment streaming,
           claiming, rendering, consent check, journal, group commits with timeline rows, all
           timed from "send now" to the run marked finished.
-Bare and the --small engine run alternate for --rounds rounds: the best of each is compared, and
-each round's own ratio is shown (a shared machine slows some rounds down; runs made moments
-apart see the same machine). Then one engine run at --recipients between two bare runs, its
-ratio taken to their mean and to the best bare run of all. Each engine run
-is a fresh process on a database built by another, so its peak memory (ru_maxrss) is the
-engine's: compare the two to see that it does not grow with the recipient count. Every figure
+Bare (on both loops) and the --small engine run alternate for --rounds rounds: the best of each
+is compared, and each round's own ratio (to that round's faster bare run) is shown with their
+median (a shared machine slows some rounds down; runs made moments apart see the same machine).
+Then one engine run at --recipients between two bare pairs, its ratio taken to their mean and
+to the best bare run of all. The engine runs on commhub's loop. Each engine run is a fresh
+process on a database built by another, so its peak memory (ru_maxrss) is the engine's: compare
+the two to see that it does not grow with the recipient count. Every figure
 is checked against the sink's own count, so nothing is silently lost.
 """
 
@@ -31,6 +33,7 @@ import os
 import resource
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,8 @@ from _sink import run_sink, sink_count  # type: ignore[import-not-found]
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from hub.eventloop import describe, run  # noqa: E402  (after the path is set)
 
 SECRET = "bench-secret-key-0123456789abcdef"
 FROM = "news@shop.test"
@@ -268,6 +273,7 @@ async def engine_run(port: int, db: Path, n: int, connections: int, journal: Pat
         "cpu_us_per_msg": round(cpu / n * 1e6),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "in_doubt_resends": campaigns.stats["in_doubt_resends"],
+        "loop": describe(),
     }
 
 
@@ -276,20 +282,20 @@ def engine_child(port: int, db: Path, n: int, connections: int) -> None:
 
     The database is built by another process, so this one's peak memory is the engine's."""
     with tempfile.TemporaryDirectory(prefix="commhub-bench-") as tmp:
-        figures = asyncio.run(engine_run(port, db, n, connections, Path(tmp) / "journal"))
+        figures = run(engine_run(port, db, n, connections, Path(tmp) / "journal"))
         print(json.dumps(figures), flush=True)
 
 
-def bare_child(port: int, n: int, connections: int) -> None:
+def bare_child(port: int, n: int, connections: int, loop: str) -> None:
     """Run the bare phase in this (fresh) process and print its figures as JSON."""
     messages = prerender(n)
-    rate, cpu = asyncio.run(bare(port, messages, connections))
-    print(
-        json.dumps(
-            {"messages": n, "msg_per_s": round(rate, 1), "cpu_us_per_msg": round(cpu * 1e6)}
-        ),
-        flush=True,
-    )
+
+    async def measured() -> tuple[tuple[float, float], str]:
+        return await bare(port, messages, connections), describe()
+
+    (rate, cpu), name = run(measured(), loop)
+    figures = {"messages": n, "msg_per_s": round(rate, 1), "cpu_us_per_msg": round(cpu * 1e6)}
+    print(json.dumps({**figures, "loop": loop, "loop_name": name}), flush=True)
 
 
 def child(*args: str) -> dict:
@@ -303,19 +309,34 @@ def _rates(figures: list[dict]) -> str:
     return ", ".join(f"{f['msg_per_s']:,.0f}" for f in figures)
 
 
+def bare_pair(n: int, common: list[str]) -> list[dict]:
+    """Bare on commhub's loop, then on asyncio's own: the faster is what bare can do."""
+    return [
+        child("--role", "bare", "-n", str(n), "--loop", loop, *common)
+        for loop in ("auto", "asyncio")
+    ]
+
+
+def _faster(pair: list[dict]) -> float:
+    return max(f["msg_per_s"] for f in pair)
+
+
 def main() -> None:
     """Run the phases and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--bare", type=int, default=15_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--role", choices=["sink", "bare", "engine", "build"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--db", type=Path)
     parser.add_argument("-n", type=int)
     parser.add_argument("--cpus", help="(child roles) the CPUs this process may run on, e.g. 1,2")
+    parser.add_argument(
+        "--loop", default="auto", help="(bare) the event loop: auto (commhub's) or asyncio"
+    )
     parser.add_argument(
         "--no-pin",
         action="store_true",
@@ -328,7 +349,7 @@ def main() -> None:
         run_sink(args.port)
         return
     if args.role == "bare":
-        bare_child(args.port, args.n, args.connections)
+        bare_child(args.port, args.n, args.connections, args.loop)
         return
     if args.role == "build":
         build_db(args.db, args.n)
@@ -382,14 +403,14 @@ def main() -> None:
             # Alternating rounds: a shared machine slows some rounds down. Best against best is
             # what each side can do; each round's own ratio pairs runs made moments apart.
             for round_no in range(args.rounds):
-                bare_figs.append(child("--role", "bare", "-n", str(args.bare), *common))
+                bare_figs.append(bare_pair(args.bare, common))
                 copy = Path(tmp) / f"round-{round_no}.db"
                 shutil.copy(dbs[args.small], copy)
                 small_figs.append(
                     child("--role", "engine", "--db", str(copy), "-n", str(args.small), *common)
                 )
             # The long run is bracketed by bare runs, so its ratio compares like with like.
-            around = [child("--role", "bare", "-n", str(args.bare), *common)]
+            around = [bare_pair(args.bare, common)]
             large = child(
                 "--role",
                 "engine",
@@ -399,17 +420,21 @@ def main() -> None:
                 str(args.recipients),
                 *common,
             )
-            around.append(child("--role", "bare", "-n", str(args.bare), *common))
+            around.append(bare_pair(args.bare, common))
         total = time.perf_counter() - started
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(10)
-    every_bare = bare_figs + around
+    every_bare = [fig for pair in bare_figs + around for fig in pair]
     bare = max(every_bare, key=lambda f: f["msg_per_s"])
+    on_loop = {
+        loop: max(f["msg_per_s"] for f in every_bare if f["loop"] == loop)
+        for loop in ("auto", "asyncio")
+    }
     small = max(small_figs, key=lambda f: f["msg_per_s"])
     rate = bare["msg_per_s"]
-    paired = [e["msg_per_s"] / b["msg_per_s"] for b, e in zip(bare_figs, small_figs, strict=True)]
-    bracket = sum(f["msg_per_s"] for f in around) / len(around)
+    paired = [e["msg_per_s"] / _faster(b) for b, e in zip(bare_figs, small_figs, strict=True)]
+    bracket = sum(_faster(pair) for pair in around) / len(around)
     placement = (
         f"sink alone on CPU {cpus[0]}, clients on CPU {','.join(str(c) for c in cpus[1:])}"
         if pinned
@@ -417,23 +442,27 @@ def main() -> None:
     )
     print(
         f"commhub campaign bench: {args.connections} SMTP connections for both (engine:"
-        f" {2 * args.connections} messages in flight), sink in its own process, {placement}"
+        f" {2 * args.connections} messages in flight, on {large['loop']}), sink in its own"
+        f" process, {placement}"
     )
     print(
         f"  bare aiosmtplib, {args.bare:,} pre-rendered messages: {rate:>8,.0f} msg/s"
         f"  (best of {_rates(every_bare)};"
-        f" CPU {bare['cpu_us_per_msg']} us/msg)"
+        f" CPU {bare['cpu_us_per_msg']} us/msg; best on {large['loop']}: {on_loop['auto']:,.0f},"
+        f" on asyncio's loop: {on_loop['asyncio']:,.0f})"
     )
     print(
         f"  commhub engine, {args.small:>7,} recipients: {small['msg_per_s']:>8,.0f} msg/s"
         f"  ratio {small['msg_per_s'] / rate:.2f} best to best  (runs {_rates(small_figs)};"
-        f" each round's ratio {', '.join(f'{r:.2f}' for r in paired)};"
+        f" each round's ratio {', '.join(f'{r:.2f}' for r in paired)},"
+        f" median {statistics.median(paired):.2f};"
         f" CPU {small['cpu_us_per_msg']} us/msg; peak RSS {small['peak_rss_mb']:.0f} MB)"
     )
     print(
         f"  commhub engine, {args.recipients:>7,} recipients: {large['msg_per_s']:>8,.0f} msg/s"
         f"  ratio {large['msg_per_s'] / bracket:.2f} to the bare runs just before and after"
-        f" ({_rates(around)}), {large['msg_per_s'] / rate:.2f} to the best"
+        f" ({', '.join(f'{_faster(pair):,.0f}' for pair in around)}),"
+        f" {large['msg_per_s'] / rate:.2f} to the best"
     )
     print(
         f"      {large['seconds']:.1f} s end to end, first message after"
