@@ -146,9 +146,8 @@ class RedisConfig:
 class RuntimeConfig:
     """How the process itself runs."""
 
-    event_loop: str = (
-        "auto"  # auto (uvloop when installed) | uvloop | asyncio; see hub/eventloop.py
-    )
+    # auto (uvloop when installed) | uvloop | asyncio; see hub/eventloop.py
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """The event loop commhub runs on: uvloop where it is installed (the default), else asyncio's own.
 
 uvloop is asyncio's event loop rebuilt on libuv, in C. A busy worker spends much of its time in
-the loop itself (waking tasks, reading sockets, running callbacks), and there uvloop costs
-less: in alternating 10,000-recipient bench_campaign runs into the same sink, the engine sent 7%
-more messages per second on uvloop (mean 1,469 vs 1,370) with 9% less CPU per message. Everything commhub uses (aiohttp,
-aiosqlite, asyncpg, redis, aiosmtplib, aioimaplib, panoramisk) runs on both. The test suite runs
-on the loop chosen here; the SMTP, AMI and campaign engine tests run on both.
+the loop itself (waking tasks, reading sockets, running callbacks), and there uvloop costs less:
+in alternating 10,000-recipient bench_campaign runs into the same sink, the engine sent 7% more
+messages per second on uvloop (mean 1,469 vs 1,370) with 9% less CPU per message. Everything
+commhub uses (aiohttp, aiosqlite, asyncpg, redis, aiosmtplib, aioimaplib, panoramisk) runs on
+both. The test suite runs on the loop chosen here; the SMTP, AMI and campaign engine tests run on
+both.
 
 `[runtime] event_loop` (or COMMHUB_RUNTIME_EVENT_LOOP): "auto" takes uvloop if it can be
 imported (it is a dependency everywhere but Windows); "uvloop" insists on it; "asyncio" rules it
