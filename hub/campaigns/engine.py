@@ -251,6 +251,7 @@ class CampaignEngine:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._wake_tick = asyncio.Event()
+        self._publishing = asyncio.Lock()
         self._wake_materialiser = asyncio.Event()
         self._started_at = time.monotonic()
         self._last_scan = 0.0
@@ -1330,20 +1331,24 @@ class CampaignEngine:
             pause = max(PROGRESS_SECONDS, 50 * (time.perf_counter() - started))
 
     async def publish_progress(self) -> None:
-        """Publish counts of runs that changed (after their changes committed)."""
-        if not self._dirty_runs:
-            return
-        # Emptied in place: the recorder shares this set.
-        run_ids = set(self._dirty_runs)
-        self._dirty_runs.clear()
-        events = []
-        async with self.hub.sessions() as session:
-            for run_id in sorted(run_ids):
-                run = await session.get(CampaignRun, run_id, populate_existing=True)
-                if run is not None:
-                    events.append(await run_progress(session, run))
-        for event in events:
-            await self.hub.bus.publish(TOPIC, event)
+        """Publish counts of runs that changed (after their changes committed).
+
+        One publisher at a time: two overlapping calls could otherwise publish a count read
+        before a run finished after the one read since, and the screen would keep the stale one."""
+        async with self._publishing:
+            if not self._dirty_runs:
+                return
+            # Emptied in place: the recorder shares this set.
+            run_ids = set(self._dirty_runs)
+            self._dirty_runs.clear()
+            events = []
+            async with self.hub.sessions() as session:
+                for run_id in sorted(run_ids):
+                    run = await session.get(CampaignRun, run_id, populate_existing=True)
+                    if run is not None:
+                        events.append(await run_progress(session, run))
+            for event in events:
+                await self.hub.bus.publish(TOPIC, event)
 
     # --- one-off sends --------------------------------------------------------------------
 
