@@ -232,6 +232,9 @@ class CampaignEngine:
             self._claimed,
             self._dirty_runs,
             self.stats,
+            # Nothing left in flight after a campaign's messages: its run may be complete, so
+            # the scheduler pass that marks runs finished comes now, not at the next tick.
+            on_drained=self.wake_tick,
         )
         # The senders append to the recorder's buffer directly (it is one object for the
         # engine's lifetime) and nudge it through the bound method: per message, no more
@@ -411,6 +414,10 @@ class CampaignEngine:
             return str(result.get("gateway_id") or result.get("reference") or envelope.message_id)
 
         return via
+
+    def wake_tick(self) -> None:
+        """Run the scheduler pass now rather than at the next tick."""
+        self._wake_tick.set()
 
     def wake(self) -> None:
         """Look for work now rather than at the next tick (after an API change)."""
@@ -692,6 +699,8 @@ class CampaignEngine:
                 await session.rollback()  # another worker streamed this chunk first
                 return True
         self._dirty_runs.add(run.id)
+        if upper is None:
+            self.wake_tick()  # a run with nobody left to send to is finished now, not next tick
         return True
 
     # --- sources --------------------------------------------------------------------------

@@ -41,6 +41,8 @@ RETRY_BACKOFF = timedelta(seconds=60)
 # Outcomes are committed in groups: the journal already holds every acceptance the moment it
 # happens, so a longer interval costs no safety, only a little progress latency.
 FLUSH_SECONDS = 0.25
+# That interval only groups outcomes while more are on their way: once every claimed message has
+# its outcome buffered (the end of a run, a lone triggered message) the flush happens at once.
 # ...but one group's bookkeeping runs in the event loop without a break, holding back the
 # providers' replies: keep groups moderate so that stall stays a few milliseconds.
 FLUSH_ITEMS = 500
@@ -102,6 +104,7 @@ class Recorder:
         claimed: dict[tuple[str, int], Job],
         dirty_runs: set[int],
         stats: dict[str, int],
+        on_drained: Callable[[], None] = lambda: None,
     ) -> None:
         self.hub = hub
         self.worker_id = worker_id
@@ -112,11 +115,14 @@ class Recorder:
         self._claimed = claimed
         self._dirty_runs = dirty_runs
         self._stats = stats
+        self._on_drained = on_drained
         self._lock = asyncio.Lock()
 
     def flush_soon(self) -> None:
-        """Commit now rather than at the next interval once a group is full."""
-        if len(self.outcomes) >= FLUSH_ITEMS:
+        """Commit now rather than at the next interval once a group is full, or once nothing
+        claimed is still waiting for its outcome (no group to wait for)."""
+        waiting = len(self.outcomes)
+        if waiting >= FLUSH_ITEMS or waiting >= len(self._claimed):
             self.wake.set()
 
     async def run(self) -> None:
@@ -155,6 +161,10 @@ class Recorder:
         journal = self._journal()
         if journal is not None and settled:
             journal.settled(settled)
+        if self.outcomes:
+            self.flush_soon()  # outcomes that came in while this group was being written
+        elif not self._claimed and any(job.kind == "c" for job, *_ in batch.sent):
+            self._on_drained()
         self._stats["sent"] += len(batch.sent)
         self._stats["failed"] += len(batch.failed)
         self._stats["retried"] += len(batch.retry)

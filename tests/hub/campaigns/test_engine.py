@@ -130,6 +130,41 @@ async def test_every_recipient_gets_exactly_one_message(chub, sink, running_engi
     assert progress[-1]["queued"] == 0 and progress[-1]["suppressed"] == 1
 
 
+async def test_a_run_is_finished_when_its_last_message_is_recorded(hub_with, sink, running_engine):
+    """The scheduler pass that marks runs finished comes when the engine runs out of work,
+    not at its next tick (an hour away here): progress shows "finished" right away."""
+    record, _port = sink
+    async with hub_with(tick_seconds=3600.0) as hub:
+        await bulk_customers(hub, 300)  # outlasts the scheduler pass that "send now" wakes
+        campaign_id = await make_campaign(hub)
+        async with running_engine(hub) as engine:
+            run_id = await send_now(hub, campaign_id, engine)
+
+            async def finished() -> bool:
+                return (await run_row(hub, run_id)).status == "finished"
+
+            await wait_for(finished, timeout=20.0)
+        assert await states(hub, run_id) == {"sent": 300}
+        assert len(record.by_rcpt()) == 300
+
+
+async def test_a_run_with_nobody_to_send_to_is_finished_at_once(hub_with, sink, running_engine):
+    record, _port = sink
+    # One customer per streamed chunk: streaming outlasts the pass that "send now" wakes.
+    async with hub_with(tick_seconds=3600.0, batch_size=1) as hub:
+        await bulk_customers(hub, 40, email=False)
+        campaign_id = await make_campaign(hub)
+        async with running_engine(hub) as engine:
+            run_id = await send_now(hub, campaign_id, engine)
+
+            async def finished() -> bool:
+                return (await run_row(hub, run_id)).status == "finished"
+
+            await wait_for(finished, timeout=20.0)
+        assert await states(hub, run_id) == {"skipped": 40}
+        assert record.by_rcpt() == {}
+
+
 async def test_materialising_streams_in_chunks_and_is_idempotent(hub_with):
     async with hub_with(batch_size=10) as hub:
         await bulk_customers(hub, 95)
