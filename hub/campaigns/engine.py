@@ -421,7 +421,7 @@ class CampaignEngine:
 
     def wake(self) -> None:
         """Look for work now rather than at the next tick (after an API change)."""
-        self._wake_tick.set()
+        self.wake_tick()
         self._wake_materialiser.set()
         for lane in self.lanes.values():
             lane.wake.set()

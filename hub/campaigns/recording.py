@@ -41,8 +41,6 @@ RETRY_BACKOFF = timedelta(seconds=60)
 # Outcomes are committed in groups: the journal already holds every acceptance the moment it
 # happens, so a longer interval costs no safety, only a little progress latency.
 FLUSH_SECONDS = 0.25
-# That interval only groups outcomes while more are on their way: once every claimed message has
-# its outcome buffered (the end of a run, a lone triggered message) the flush happens at once.
 # ...but one group's bookkeeping runs in the event loop without a break, holding back the
 # providers' replies: keep groups moderate so that stall stays a few milliseconds.
 FLUSH_ITEMS = 500

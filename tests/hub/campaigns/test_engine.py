@@ -130,13 +130,6 @@ async def test_every_recipient_gets_exactly_one_message(chub, sink, running_engi
     assert progress[-1]["queued"] == 0 and progress[-1]["suppressed"] == 1
 
 
-async def wait_finished(hub, run_id):
-    async def finished() -> bool:
-        return (await run_row(hub, run_id)).status == "finished"
-
-    await wait_for(finished, timeout=20.0)
-
-
 async def test_a_run_is_finished_when_its_last_message_is_recorded(hub_with, sink, running_engine):
     """The scheduler pass that marks runs finished comes when the engine runs out of work,
     not at its next tick (an hour away here): progress shows "finished" right away."""
@@ -146,7 +139,7 @@ async def test_a_run_is_finished_when_its_last_message_is_recorded(hub_with, sin
         campaign_id = await make_campaign(hub)
         async with running_engine(hub) as engine:
             run_id = await send_now(hub, campaign_id, engine)
-            await wait_finished(hub, run_id)
+            await wait_for(lambda: _finished(hub, run_id), timeout=20.0)
         assert await states(hub, run_id) == {"sent": 300}
         assert len(record.by_rcpt()) == 300
 
@@ -159,7 +152,7 @@ async def test_a_run_with_nobody_to_send_to_is_finished_at_once(hub_with, sink, 
         campaign_id = await make_campaign(hub)
         async with running_engine(hub) as engine:
             run_id = await send_now(hub, campaign_id, engine)
-            await wait_finished(hub, run_id)
+            await wait_for(lambda: _finished(hub, run_id), timeout=20.0)
         assert await states(hub, run_id) == {"skipped": 40}
         assert record.by_rcpt() == {}
 
