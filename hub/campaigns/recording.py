@@ -23,12 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, case, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import consent as consent_list
 from hub.campaigns.jobs import TABLES, Job, chunks
 from hub.campaigns.journal import Journal
-from hub.db import insert_for
+from hub.driver_sql import DriverStatement
 from hub.models.base import utcnow
 from hub.models.campaigns import CampaignRun
 from hub.models.interactions import Interaction
@@ -195,21 +197,11 @@ class Recorder:
                 plain = [(j, at) for j, pid, at, _ in sent if pid == j.message_id]
                 for start in range(0, len(plain), CHUNK):
                     part = plain[start : start + CHUNK]
-                    await session.execute(
-                        update(table)
-                        .where(
-                            table.c.id.in_([j.delivery_id for j, _ in part]),
-                            table.c.claimed_by == mine,
-                            table.c.state == "sending",
-                        )
-                        .values(
-                            state="sent",
-                            sent_at=max(at for _, at in part),
-                            claimed_by=None,
-                            lease_until=None,
-                            error="",
-                        )
-                    )
+                    ids = [j.delivery_id for j, _ in part]
+                    ids += ids[-1:] * (CHUNK - len(ids))  # one statement for every chunk
+                    marks: dict[str, Any] = {f"id{i}": d for i, d in enumerate(ids)}
+                    marks.update(mine=mine, at=max(at for _, at in part))
+                    await _MARK_SENT[kind].run(session, [marks])
                 other = [item for item in sent if item[1] != item[0].message_id]
                 if other:
                     await session.execute(
@@ -294,6 +286,44 @@ class Recorder:
                     )
                     .values(**unclaimed(kind, table))
                 )
+
+
+# --- the hot path's two statements (hub/driver_sql.py: compiled once, no per-row ORM work) ---
+
+
+def _mark_sent(table: Table) -> DriverStatement:
+    """CHUNK claimed rows ("id0".."id<CHUNK-1>", held by "mine") marked sent at "at", their
+    provider's id being our Message-ID (email: no per-row values)."""
+    return DriverStatement(
+        lambda _dialect: (
+            update(table)
+            .where(
+                table.c.id.in_([bindparam(f"id{i}") for i in range(CHUNK)]),
+                table.c.claimed_by == bindparam("mine"),
+                table.c.state == "sending",
+            )
+            .values(
+                state="sent", sent_at=bindparam("at"), claimed_by=None, lease_until=None, error=""
+            )
+        )
+    )
+
+
+_MARK_SENT = {kind: _mark_sent(table) for kind, table in TABLES.items()}
+
+
+def _timeline_insert(dialect: Dialect) -> Any:
+    """Timeline rows (every column but the id), a message already logged left alone."""
+    table: Table = Interaction.__table__  # type: ignore[assignment]
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return (
+        insert(table)
+        .values({c.name: bindparam(c.name) for c in table.c if c.name != "id"})
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    )
+
+
+_TIMELINE_INSERT = DriverStatement(_timeline_insert)
 
 
 # --- going back to pending ----------------------------------------------------------------
@@ -418,11 +448,7 @@ async def insert_timeline(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     rows = [r for r in rows if r["external_id"]]
     if not rows:
         return
-    # The table, not the mapped class: Core executemany skips the ORM's per-row bulk work.
-    stmt = insert_for(session)(Interaction.__table__).on_conflict_do_nothing(
-        index_elements=["channel", "external_id"]
-    )
-    await session.execute(stmt, rows)
+    await _TIMELINE_INSERT.run(session, rows)
     sms = {r["external_id"]: r["data"] for r in rows if r["channel"] == "sms"}
     if sms:
         # The SMS service logged these itself (it tracks their delivery reports): add the

@@ -1,0 +1,92 @@
+"""Hot-path statements: compiled once per dialect, run through the driver with exec_driver_sql.
+
+`session.execute()` of a Core statement redoes, on every call, the work that makes SQLAlchemy
+general: a cache key over the statement, the parameters built and checked, a bind processor per
+value. On the campaign engine's group commits that was ~25 us per row on SQLite, all of it on the
+event loop, where it holds back the replies of every SMTP connection: in the campaign bench the
+engine sent 14% more per second with its writes switched off. A DriverStatement does that work
+once per dialect and keeps what a call needs: the SQL, the parameter order, the fixed values,
+and the bind processors of the typed columns (UTC datetimes, JSON). The SQL still comes from
+SQLAlchemy's compiler and the values still go through its processors, so rows read back exactly
+as if the ORM had written them, on SQLite and on PostgreSQL.
+
+Only for statements run thousands of times a second; everything else uses session.execute."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # parameters in the driver's order
+    fixed: dict[str, Any]  # values given in the statement itself
+    processors: tuple[Processor, ...]
+    positional: bool
+
+
+class DriverStatement:
+    """One statement, built by `build(dialect)` (a Core statement whose variable parts are
+    named bindparams), compiled on first use for each dialect.
+
+    `run(session, rows)` executes it once per mapping in `rows` (one executemany), inside the
+    session's transaction; each mapping gives the named bindparams without a value."""
+
+    def __init__(self, build: Callable[[Dialect], ClauseElement]) -> None:
+        self._build = build
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        """The statement for this dialect (compiled once)."""
+        done = self._by_dialect.get(dialect.name)
+        if done is None:
+            # for_executemany: no implicit RETURNING of new ids that nobody reads.
+            compiled = cast(
+                SQLCompiler, self._build(dialect).compile(dialect=dialect, for_executemany=True)
+            )
+            positional = bool(compiled.positional)
+            names = tuple(compiled.positiontup or ()) if positional else tuple(compiled.binds)
+            binds = compiled.binds
+            done = _Compiled(
+                sql=str(compiled),
+                names=names,
+                fixed={n: binds[n].effective_value for n in names if not binds[n].required},
+                processors=tuple(
+                    binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
+                ),
+                positional=positional,
+            )
+            self._by_dialect[dialect.name] = done
+        return done
+
+    def parameters(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The driver's parameters for these rows (tuples, or dicts for named paramstyles)."""
+        c = self.compiled(dialect)
+        plan = tuple(zip(c.names, c.processors, strict=True))
+        out: list[Any] = []
+        for row in rows:
+            values = []
+            for name, process in plan:
+                value = row[name] if name in row else c.fixed[name]  # KeyError: not given
+                values.append(value if process is None else process(value))
+            out.append(tuple(values) if c.positional else dict(zip(c.names, values, strict=True)))
+        return out
+
+    async def run(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute for every row, in the session's transaction."""
+        if not rows:
+            return
+        connection = await session.connection()
+        c = self.compiled(connection.dialect)
+        params = self.parameters(connection.dialect, rows)
+        await connection.exec_driver_sql(c.sql, params if len(params) > 1 else params[0])

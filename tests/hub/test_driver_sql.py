@@ -1,0 +1,135 @@
+"""DriverStatement: rows it writes read back exactly as rows the ORM writes, on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from hub.customers import create_customer
+from hub.db import insert_for
+from hub.driver_sql import DriverStatement
+from hub.models.interactions import Interaction
+
+TABLE: Table = Interaction.__table__  # type: ignore[assignment]
+COLUMNS = [c.name for c in TABLE.c if c.name != "id"]
+
+
+def _insert(dialect: Dialect) -> Any:
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return (
+        insert(TABLE)
+        .values({name: bindparam(name) for name in COLUMNS})
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    )
+
+
+INSERT = DriverStatement(_insert)
+# Fixed values in the statement, variable ones by name.
+CLOSE = DriverStatement(
+    lambda _dialect: (
+        update(TABLE)
+        .where(TABLE.c.external_id == bindparam("ext"), TABLE.c.status == "ringing")
+        .values(status="missed", ended_at=bindparam("ended"), summary="")
+    )
+)
+
+
+def row(external_id: str, customer_id: int | None, **changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "channel": "email",
+        "external_id": external_id,
+        "customer_id": customer_id,
+        "direction": "outbound",
+        "status": "sent",
+        # Not UTC on the way in: stored as UTC, read back as the same instant.
+        "occurred_at": datetime(
+            2026, 3, 29, 1, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2))
+        ),
+        "ended_at": None,
+        "user_id": None,
+        "summary": "Grüße <b>&amp;</b> 'quotes' \"too\"",
+        "data": {"campaign_id": 7, "to": "anna@example.test", "nested": {"ü": [1, None, True]}},
+        "created_at": datetime(2026, 11, 22, 9, 0, tzinfo=UTC),
+    }
+    values.update(changes)
+    return values
+
+
+def as_read(interaction: Interaction) -> dict[str, Any]:
+    return {name: getattr(interaction, name) for name in COLUMNS}
+
+
+async def read(sessions, external_id: str) -> dict[str, Any]:
+    async with sessions() as session:
+        found = await session.scalar(
+            select(Interaction).where(Interaction.external_id == external_id)
+        )
+        assert found is not None, f"{external_id} was not written"
+        return as_read(found)
+
+
+async def test_rows_read_back_as_the_orm_writes_them(sessions):
+    async with sessions() as session, session.begin():
+        customer_id = (await create_customer(session, {"name": "Anna"}, "DE")).id
+    async with sessions() as session, session.begin():
+        await INSERT.run(session, [row("<a@x>", customer_id), row("<b@x>", None, ended_at=None)])
+        await session.execute(insert_for(session)(TABLE), [row("<orm@x>", customer_id)])
+    ours, orm = await read(sessions, "<a@x>"), await read(sessions, "<orm@x>")
+    assert {**ours, "external_id": "<orm@x>"} == orm
+    assert ours["occurred_at"] == datetime(2026, 3, 28, 23, 30, 15, 123456, tzinfo=UTC)
+    assert ours["occurred_at"].tzinfo is not None
+    assert ours["data"]["nested"] == {"ü": [1, None, True]}
+    assert (await read(sessions, "<b@x>"))["customer_id"] is None
+
+
+async def test_a_single_row_and_the_conflict_clause(sessions):
+    async with sessions() as session, session.begin():
+        await INSERT.run(session, [row("<one@x>", None, summary="first")])
+    async with sessions() as session, session.begin():
+        await INSERT.run(session, [row("<one@x>", None, summary="second")])  # already logged
+        await INSERT.run(session, [])  # nothing to do, no statement
+    assert (await read(sessions, "<one@x>"))["summary"] == "first"
+
+
+async def test_fixed_values_and_named_ones(sessions):
+    async with sessions() as session, session.begin():
+        await INSERT.run(
+            session,
+            [row("<ring@x>", None, status="ringing"), row("<done@x>", None, status="answered")],
+        )
+    ended = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    async with sessions() as session, session.begin():
+        await CLOSE.run(session, [{"ext": "<ring@x>", "ended": ended}])
+        await CLOSE.run(session, [{"ext": "<done@x>", "ended": ended}])  # not ringing: left
+    closed = await read(sessions, "<ring@x>")
+    assert (closed["status"], closed["ended_at"], closed["summary"]) == ("missed", ended, "")
+    assert (await read(sessions, "<done@x>"))["status"] == "answered"
+
+
+async def test_it_writes_in_the_sessions_transaction(sessions):
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            await INSERT.run(session, [row("<gone@x>", None)])
+            raise RuntimeError("roll back")
+    async with sessions() as session:
+        assert await session.scalar(select(Interaction.id)) is None
+
+
+async def test_a_missing_parameter_is_named(sessions):
+    async with sessions() as session, session.begin():
+        with pytest.raises(KeyError, match="ended"):
+            await CLOSE.run(session, [{"ext": "<x@x>"}])
+
+
+def test_compiled_once_per_dialect():
+    first = INSERT.compiled(sqlite.dialect())
+    assert INSERT.compiled(sqlite.dialect()) is first
+    pg = INSERT.compiled(postgresql.asyncpg.dialect())  # type: ignore[attr-defined]
+    assert pg is not first
+    assert "RETURNING" not in pg.sql  # nobody reads new ids back
+    assert first.sql.count("?") == len(COLUMNS)
