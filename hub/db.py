@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,9 +23,14 @@ from hub.errors import NotFound
 T = TypeVar("T")
 
 
-def insert_for(session: AsyncSession) -> Any:
+def dialect_insert(dialect: Dialect) -> Any:
     """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_for(session: AsyncSession) -> Any:
+    """`dialect_insert` for the session's database."""
+    return dialect_insert(session.get_bind().dialect)
 
 
 async def get_or_not_found(session: AsyncSession, model: type[T], row_id: int, what: str) -> T:

@@ -23,13 +23,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, case, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import consent as consent_list
 from hub.campaigns.jobs import TABLES, Job, chunks
 from hub.campaigns.journal import Journal
+from hub.db import dialect_insert
 from hub.driver_sql import DriverStatement
 from hub.models.base import utcnow
 from hub.models.campaigns import CampaignRun
@@ -315,9 +315,8 @@ _MARK_SENT = {kind: _mark_sent(table) for kind, table in TABLES.items()}
 def _timeline_insert(dialect: Dialect) -> Any:
     """Timeline rows (every column but the id), a message already logged left alone."""
     table: Table = Interaction.__table__  # type: ignore[assignment]
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     return (
-        insert(table)
+        dialect_insert(dialect)(table)
         .values({c.name: bindparam(c.name) for c in table.c if c.name != "id"})
         .on_conflict_do_nothing(index_elements=["channel", "external_id"])
     )

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from hub.customers import create_customer
-from hub.db import insert_for
+from hub.db import dialect_insert, insert_for
 from hub.driver_sql import DriverStatement
 from hub.models.interactions import Interaction
 
@@ -20,9 +20,8 @@ COLUMNS = [c.name for c in TABLE.c if c.name != "id"]
 
 
 def _insert(dialect: Dialect) -> Any:
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     return (
-        insert(TABLE)
+        dialect_insert(dialect)(TABLE)
         .values({name: bindparam(name) for name in COLUMNS})
         .on_conflict_do_nothing(index_elements=["channel", "external_id"])
     )
