@@ -29,58 +29,66 @@ Processor = Callable[[Any], Any] | None
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    names: tuple[str, ...]  # parameters in the driver's order
+    plan: tuple[tuple[str, Processor], ...]  # each parameter, in the driver's order
     fixed: dict[str, Any]  # values given in the statement itself
-    processors: tuple[Processor, ...]
     positional: bool
+
+    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The driver's parameters for these rows (tuples, or dicts for named paramstyles)."""
+        out: list[Any] = []
+        for row in rows:
+            values = []
+            for name, process in self.plan:
+                value = row[name] if name in row else self.fixed[name]  # KeyError: not given
+                values.append(value if process is None else process(value))
+            if self.positional:
+                out.append(tuple(values))
+            else:
+                out.append(
+                    {name: value for (name, _), value in zip(self.plan, values, strict=True)}
+                )
+        return out
 
 
 class DriverStatement:
     """One statement, built by `build(dialect)` (a Core statement whose variable parts are
-    named bindparams), compiled on first use for each dialect.
+    named bindparams), compiled on first use for each dialect and driver.
 
     `run(session, rows)` executes it once per mapping in `rows` (one executemany), inside the
     session's transaction; each mapping gives the named bindparams without a value."""
 
     def __init__(self, build: Callable[[Dialect], ClauseElement]) -> None:
         self._build = build
-        self._by_dialect: dict[str, _Compiled] = {}
+        # By driver too: the same database spells placeholders differently per driver.
+        self._by_driver: dict[tuple[str, str, str], _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
-        """The statement for this dialect (compiled once)."""
-        done = self._by_dialect.get(dialect.name)
+        """The statement for this dialect and driver (compiled once)."""
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        done = self._by_driver.get(key)
         if done is None:
             # for_executemany: no implicit RETURNING of new ids that nobody reads.
             compiled = cast(
                 SQLCompiler, self._build(dialect).compile(dialect=dialect, for_executemany=True)
             )
             positional = bool(compiled.positional)
-            names = tuple(compiled.positiontup or ()) if positional else tuple(compiled.binds)
+            names = (
+                tuple(compiled.positiontup or ())
+                if positional
+                # `binds` also lists each parameter under internal keys: the rendered names only.
+                else tuple(dict.fromkeys(compiled.bind_names.values()))
+            )
             binds = compiled.binds
             done = _Compiled(
                 sql=str(compiled),
-                names=names,
-                fixed={n: binds[n].effective_value for n in names if not binds[n].required},
-                processors=tuple(
-                    binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
+                plan=tuple(
+                    (n, binds[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names
                 ),
+                fixed={n: binds[n].effective_value for n in names if not binds[n].required},
                 positional=positional,
             )
-            self._by_dialect[dialect.name] = done
+            self._by_driver[key] = done
         return done
-
-    def parameters(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """The driver's parameters for these rows (tuples, or dicts for named paramstyles)."""
-        c = self.compiled(dialect)
-        plan = tuple(zip(c.names, c.processors, strict=True))
-        out: list[Any] = []
-        for row in rows:
-            values = []
-            for name, process in plan:
-                value = row[name] if name in row else c.fixed[name]  # KeyError: not given
-                values.append(value if process is None else process(value))
-            out.append(tuple(values) if c.positional else dict(zip(c.names, values, strict=True)))
-        return out
 
     async def run(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute for every row, in the session's transaction."""
@@ -88,5 +96,5 @@ class DriverStatement:
             return
         connection = await session.connection()
         c = self.compiled(connection.dialect)
-        params = self.parameters(connection.dialect, rows)
+        params = c.parameters(rows)
         await connection.exec_driver_sql(c.sql, params if len(params) > 1 else params[0])

@@ -132,3 +132,21 @@ def test_compiled_once_per_dialect():
     assert pg is not first
     assert "RETURNING" not in pg.sql  # nobody reads new ids back
     assert first.sql.count("?") == len(COLUMNS)
+
+
+def test_each_driver_gets_its_own_placeholders_and_parameters():
+    # Compiling needs no driver installed: psycopg's named style checks the non-positional path.
+    asyncpg = CLOSE.compiled(postgresql.asyncpg.dialect())  # type: ignore[attr-defined]
+    psycopg = CLOSE.compiled(postgresql.psycopg.dialect())  # type: ignore[attr-defined]
+    assert "$1" in asyncpg.sql and "%(ext)s" in psycopg.sql
+    ended = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    (named,) = psycopg.parameters([{"ext": "<x@x>", "ended": ended}])
+    assert named == {
+        "status": "missed",
+        "ended": ended,
+        "summary": "",
+        "ext": "<x@x>",
+        "status_1": "ringing",
+    }
+    (positional,) = asyncpg.parameters([{"ext": "<x@x>", "ended": ended}])
+    assert positional == ("missed", ended, "", "<x@x>", "ringing")
