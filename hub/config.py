@@ -22,6 +22,9 @@ class DatabaseConfig:
     url: str = "sqlite+aiosqlite:///var/commhub.db"
     echo: bool = False
     pool_size: int = 10
+    # SQLite only: how much lower than the event loop's the CPU priority of the thread that runs
+    # SQLite's calls is (a nice increment, 0-19; 0 leaves it alone). See hub/db.py.
+    sqlite_thread_nice: int = 10
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,11 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"{src}: [database] url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
             f"got {url.split('://')[0]!r}"
+        )
+    if not 0 <= config.database.sqlite_thread_nice <= 19:
+        raise ConfigError(
+            f"{src}: [database] sqlite_thread_nice must be 0-19, "
+            f"got {config.database.sqlite_thread_nice}"
         )
     if not 0 < config.web.port < 65536:
         raise ConfigError(f"{src}: [web] port must be 1-65535, got {config.web.port}")
