@@ -20,6 +20,7 @@ from sqlalchemy import select
 from hub.config import Config
 from hub.customers import create_customer
 from hub.errors import ValidationError
+from hub.eventloop import freeze_startup_heap
 from hub.models.customers import ContactPoint
 from hub.models.users import User
 from hub.runtime import running_hub
@@ -194,6 +195,7 @@ async def run_demo(config: Config, *, port: int = 8080, calls_every: float = 8.0
             runner = web.AppRunner(create_app(hub), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, config.web.host, port).start()
+            freeze_startup_heap()
             caller = asyncio.create_task(place_calls(sim, calls_every))
             print(
                 f"\ncommhub demo on http://{config.web.host}:{port}\n"

@@ -15,6 +15,7 @@ out, e.g. while chasing a bug that might be the loop's."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from importlib import metadata
 from typing import Any, TypeVar
@@ -51,6 +52,21 @@ def run(coro: Coroutine[Any, Any, T], choice: str = "auto") -> T:
     """asyncio.run on the chosen loop."""
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(coro)
+
+
+def freeze_startup_heap() -> int:
+    """Take everything alive now out of the garbage collector's sight, once start-up is over;
+    returns how many objects that was.
+
+    A started process holds ~90,000 objects for good (modules, mappers, compiled statements and
+    templates). CPython's full collection walks every one of them and runs in the event loop's
+    thread: in a campaign worker each took 50-70 ms, during which no SMTP reply, websocket
+    message or AMI event was read (the bench's sink sat idle for as long). Frozen, they are
+    skipped: the full collections that follow walk only what was allocated since (~13 ms in the
+    same run). Start-up garbage is collected first, as frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def describe(loop: asyncio.AbstractEventLoop | None = None) -> str:

@@ -18,7 +18,7 @@ from aiohttp import web
 from hub.bus import make_bus
 from hub.config import Config
 from hub.db import create_engine, session_factory
-from hub.eventloop import describe
+from hub.eventloop import describe, freeze_startup_heap
 from hub.migrate import upgrade
 from hub.services import Hub
 
@@ -107,7 +107,14 @@ async def serve(config: Config, *, ready: Callable[[str], None] | None = None) -
         site = web.TCPSite(runner, config.web.host, config.web.port)
         await site.start()
         url = f"http://{config.web.host}:{config.web.port}"
-        log.info("commhub listening on %s (event loop: %s)", url, describe())
+        frozen = freeze_startup_heap()
+        log.info(
+            "commhub listening on %s (event loop: %s; %d start-up objects kept out of the"
+            " garbage collector's full passes)",
+            url,
+            describe(),
+            frozen,
+        )
         if ready:
             ready(url)
         stop = asyncio.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,3 +130,6 @@ def test_user_token_and_a_request_with_it(cli_config):
     assert server.returncode == 0, log.read_text()
     # The product's loop by default: uvloop, a dependency on this platform.
     assert "(event loop: uvloop " in log.read_text()
+    # Start-up objects are frozen out of the collector's full passes (a few tens of thousands).
+    frozen = re.search(r"; (\d+) start-up objects kept out of the garbage", log.read_text())
+    assert frozen is not None and int(frozen.group(1)) > 10_000, log.read_text()
