@@ -98,10 +98,6 @@ from hub.services import Hub
 log = logging.getLogger(__name__)
 
 TOPIC = "role:marketer"
-# Jobs built between yields: each build step is one uninterrupted loop step, and while it runs
-# every SMTP connection that gets its reply sits idle; kept short like recording.CHUNK (see
-# there for the measurements).
-BUILD_STEP = 8
 PROGRESS_SECONDS = 0.5
 REFRESH_SECONDS = 1.0
 SCAN_SECONDS = 60.0
@@ -1116,31 +1112,11 @@ class CampaignEngine:
     async def _build_jobs(
         self, kind: str, channel: str, ready: list[tuple[Any, Source, Any]], now: datetime
     ) -> list[Job]:
-        """One job per claimed row; yields to the loop now and then (replies keep flowing)."""
-        base_url = self.hub.config.web.base_url
-        secret = self.hub.config.web.secret_key
+        """One job per claimed row. What the template sees is put together when the message is
+        rendered (`_context`), not here: a claim is a burst of work in the event loop while
+        the SMTP replies wait, rendering is spread out message by message."""
         jobs: list[Job] = []
-        async for row, source, customer in paced(ready, BUILD_STEP):
-            link = ""
-            if row.customer_id:
-                link = unsubscribe_url(
-                    base_url,
-                    secret,
-                    channel=channel,
-                    customer_id=row.customer_id,
-                    source=source.link_source,
-                )
-            event = getattr(row, "context", None) if kind == "t" else None
-            if customer is not None:
-                customer = {**customer, channel if channel == "email" else "phone": row.address}
-            context = message_context(
-                customer,
-                campaign={"id": source.campaign_id, "name": source.name} if kind == "c" else None,
-                event=event,
-                unsubscribe_url=link,
-                tz=source.tz,
-                now=now,
-            )
+        async for row, source, customer in paced(ready):
             job = Job(
                 kind=kind,
                 delivery_id=row.id,
@@ -1148,12 +1124,30 @@ class CampaignEngine:
                 to=row.address,
                 message_id=row.message_id,
                 customer_id=row.customer_id,
-                context=context,
+                customer=customer,
+                event=getattr(row, "context", None) if kind == "t" else None,
+                claimed_at=now,
                 source=source,
             )
             jobs.append(job)
             self._claimed[(kind, job.delivery_id)] = job
         return jobs
+
+    def _context(self, job: Job, unsubscribe: str) -> dict[str, Any]:
+        """The names the job's template sees (templates.CONTEXT_NAMES)."""
+        source = job.source
+        customer = job.customer
+        if customer is not None:
+            channel = source.channel
+            customer = {**customer, channel if channel == "email" else "phone": job.to}
+        return message_context(
+            customer,
+            campaign={"id": source.campaign_id, "name": source.name} if job.kind == "c" else None,
+            event=job.event,
+            unsubscribe_url=unsubscribe,
+            tz=source.tz,
+            now=job.claimed_at,
+        )
 
     # --- sending --------------------------------------------------------------------------
 
@@ -1191,13 +1185,22 @@ class CampaignEngine:
         if messenger is None:
             self._release(job)
             return None
+        link = ""
+        if job.customer_id:
+            link = unsubscribe_url(
+                self.hub.config.web.base_url,
+                self.hub.config.web.secret_key,
+                channel=source.channel,
+                customer_id=job.customer_id,
+                source=source.link_source,
+            )
         try:
-            rendered = source.template.render(job.context)
+            rendered = source.template.render(self._context(job, link))
         except RenderError as err:
             self._outcome_failed(job, str(err))
             await self._note_error(source, str(err))
             return None
-        envelope = self._envelope(job, rendered)
+        envelope = self._envelope(job, rendered, link)
         if source.kind == "c" and rendered.html and job.customer_id and source.campaign_id:
             rendered = _with_open_pixel(
                 rendered,
@@ -1275,10 +1278,9 @@ class CampaignEngine:
         source.consecutive_errors = 0
         self._flush_soon()
 
-    def _envelope(self, job: Job, rendered: Rendered) -> Envelope:
+    def _envelope(self, job: Job, rendered: Rendered, link: str) -> Envelope:
         headers: dict[str, str] = {}
         if job.source.channel == "email":
-            link = job.context.get("unsubscribe_url") or ""
             if link:
                 # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the URL.
                 headers["List-Unsubscribe"] = f"<{link}>"

@@ -58,7 +58,10 @@ class Job:
     to: str
     message_id: str
     customer_id: int | None
-    context: dict[str, Any]
+    # What the template will see, put together when the message is rendered (engine.py):
+    customer: dict[str, Any] | None  # as loaded at the claim (None: no customer)
+    event: dict[str, Any] | None  # the event a triggered message answers
+    claimed_at: datetime  # the template's "now" and "today"
     source: Source
     gen: int | None = None  # journal file generation once started
     in_doubt: bool = False  # handed over in full, the provider's answer lost: may have arrived

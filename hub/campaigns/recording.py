@@ -47,8 +47,8 @@ FLUSH_SECONDS = 0.25
 # providers' replies: keep groups moderate so that stall stays a few milliseconds.
 FLUSH_ITEMS = 500
 # Rows per statement: each is one uninterrupted loop step, and while it runs every SMTP
-# connection that gets its reply sits idle. With 100 rows a step took ~1.2 ms; at 20 (and 8 jobs
-# per build step in engine.py) steps stay near 0.25 ms and the same 10k-message run went ~6-11%
+# connection that gets its reply sits idle. With 100 rows a step took ~1.2 ms; at 20 (and short
+# job-building steps in engine.py) steps stay near 0.25 ms and the same 10k-message run went ~6-11%
 # faster (medians of 6 alternating runs each), for a little more per-statement overhead.
 CHUNK = 20
 
