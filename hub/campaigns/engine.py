@@ -158,6 +158,14 @@ class Lane:
     courier_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cursor: int = 0  # round-robin position over runs
 
+    @property
+    def refill_at(self) -> int:
+        """Claim the next batch once no more than this many jobs are queued: a whole batch, so
+        that the claim (tens of milliseconds, more while another transaction holds SQLite's
+        write lock) ends long before the queue runs dry. At half a batch, a slow claim now and
+        then left the renderer with nothing to do and every connection idle."""
+        return max(self.concurrency, self.batch)
+
     def set_couriers(self, couriers: int) -> None:
         """Messages handed to the provider at once (its connections); the rest of the
         concurrency is rendered and waiting in `ready`."""
@@ -927,7 +935,7 @@ class CampaignEngine:
     # --- claiming -------------------------------------------------------------------------
 
     async def _feed(self, lane: Lane) -> None:
-        low = max(lane.concurrency, lane.batch // 2)
+        low = lane.refill_at
         while True:
             while lane.queue.qsize() > low:
                 lane.low_water.clear()
@@ -1153,7 +1161,7 @@ class CampaignEngine:
 
     async def _renderer(self, lane: Lane) -> None:
         """Render and prepare claimed jobs into `ready`, ahead of the couriers."""
-        low = max(lane.concurrency, lane.batch // 2)
+        low = lane.refill_at
         while True:
             job = await lane.queue.get()
             if job is None:

@@ -144,6 +144,37 @@ async def test_a_run_is_finished_when_its_last_message_is_recorded(hub_with, sin
         assert len(record.by_rcpt()) == 300
 
 
+async def test_the_next_batch_is_claimed_while_a_whole_batch_is_still_queued(
+    hub_with, sink, running_engine
+):
+    """A claim takes tens of milliseconds (more behind another writer's lock): it starts
+    while a full batch is still queued, so the renderer never runs out meanwhile."""
+    record, _port = sink
+    async with hub_with(batch_size=20) as hub:
+        await bulk_customers(hub, 120)
+        campaign_id = await make_campaign(hub)
+        async with running_engine(hub) as engine:
+            queued_at_claim: list[int] = []
+            claim = engine.claim
+
+            async def watched(lane):
+                before = lane.queue.qsize()
+                jobs = await claim(lane)
+                if jobs:
+                    queued_at_claim.append(before)
+                return jobs
+
+            engine.claim = watched  # type: ignore[method-assign]
+            run_id = await send_now(hub, campaign_id, engine)
+            await wait_for(lambda: _finished(hub, run_id), timeout=20.0)
+        assert await states(hub, run_id) == {"sent": 120}
+        assert len(record.by_rcpt()) == 120
+    # The first claim finds the queue empty; each later one more than half a batch still there
+    # (a refill at half a batch let a slow claim drain the queue).
+    assert len(queued_at_claim) == 6 and queued_at_claim[0] == 0
+    assert min(queued_at_claim[1:]) > 10, queued_at_claim
+
+
 async def test_a_run_with_nobody_to_send_to_is_finished_at_once(hub_with, sink, running_engine):
     record, _port = sink
     # One customer per streamed chunk: streaming outlasts the pass that "send now" wakes.
