@@ -1054,7 +1054,7 @@ class CampaignEngine:
             if not rows:
                 return []
             ready = await self._prepare(session, kind, rows, source_of, channel, now)
-        return await self._build_jobs(kind, channel, ready, now)
+        return await self._build_jobs(kind, ready, now)
 
     async def _prepare(
         self,
@@ -1118,7 +1118,7 @@ class CampaignEngine:
         return ready
 
     async def _build_jobs(
-        self, kind: str, channel: str, ready: list[tuple[Any, Source, Any]], now: datetime
+        self, kind: str, ready: list[tuple[Any, Source, Any]], now: datetime
     ) -> list[Job]:
         """One job per claimed row. What the template sees is put together when the message is
         rendered (`_context`), not here: a claim is a burst of work in the event loop while
