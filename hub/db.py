@@ -81,8 +81,9 @@ def _lower_this_thread(increment: int) -> int:
     that runs for a few milliseconds (a group commit, a 500-row claim) then keeps the loop off
     the CPU just as long: every SMTP connection, websocket and AMI event waits. A nicer
     database thread still gets every idle moment, but the loop, woken by the network, takes
-    the CPU back at once: in the campaign bench the sink idled about a third less and the
-    engine sent ~10-15% more per second."""
+    the CPU back at once: in the campaign bench the sink idled about a third less (1.15 s ->
+    0.72 s per 10,000 messages); throughput moved within the machine's noise (+0.015 of the
+    ratio to bare over 14 paired rounds)."""
     thread = threading.get_native_id()
     try:
         current = os.getpriority(os.PRIO_PROCESS, thread)
