@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, event, exc, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -123,6 +123,42 @@ async def test_a_missing_parameter_is_named(sessions):
     async with sessions() as session, session.begin():
         with pytest.raises(KeyError, match="ended"):
             await CLOSE.run(session, [{"ext": "<x@x>"}])
+
+
+# No conflict clause: a second row with the same id breaks the unique index.
+PLAIN_INSERT = DriverStatement(
+    lambda _dialect: insert(TABLE).values({name: bindparam(name) for name in COLUMNS})
+)
+
+
+async def test_a_driver_error_is_raised_as_sqlalchemys(sessions):
+    async with sessions() as session, session.begin():
+        await PLAIN_INSERT.run(session, [row("<dup@x>", None)])
+    with pytest.raises(exc.IntegrityError) as raised:
+        async with sessions() as session, session.begin():
+            await PLAIN_INSERT.run(session, [row("<new@x>", None), row("<dup@x>", None)])
+    assert "INSERT INTO interactions" in str(raised.value)
+    async with sessions() as session:  # the failed statement's other row went with it
+        assert (await session.scalars(select(Interaction.external_id))).all() == ["<dup@x>"]
+
+
+async def test_sqlite_statements_skip_sqlalchemys_cursor(sessions, engine):
+    # On SQLite the statement goes to aiosqlite itself (one trip to its thread); the other
+    # drivers get exec_driver_sql, which runs SQLAlchemy's cursor events.
+    seen: list[str] = []
+
+    def spy(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", spy)
+    try:
+        async with sessions() as session, session.begin():
+            await INSERT.run(session, [row("<spy@x>", None)])
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", spy)
+    through_sqlalchemy = [s for s in seen if s.startswith("INSERT INTO interactions")]
+    assert len(through_sqlalchemy) == (0 if engine.dialect.driver == "aiosqlite" else 1)
+    assert (await read(sessions, "<spy@x>"))["summary"] == row("", None)["summary"]
 
 
 def test_compiled_once_per_dialect():
