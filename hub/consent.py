@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db import insert_for
+from hub.db import among, insert_for
+from hub.driver_sql import DriverQuery
 from hub.errors import ValidationError
 from hub.models.base import utcnow
 from hub.models.consent import Suppression
@@ -57,9 +58,14 @@ async def suppressed_among(session: AsyncSession, channel: str, values: Iterable
     wanted = list(set(values))
     if not wanted:
         return set()
-    rows = await session.scalars(
-        select(Suppression.value).where(
-            Suppression.channel == channel, Suppression.value.in_(wanted)
-        )
+    rows = await _SUPPRESSED_AMONG.rows(session, {"channel": channel, "values": wanted})
+    return {value for (value,) in rows}
+
+
+# Run for every batch a campaign claims: compiled once, through the driver (hub/driver_sql.py).
+_SUPPRESSED_AMONG = DriverQuery(
+    lambda dialect: select(Suppression.value).where(
+        Suppression.channel == bindparam("channel"),
+        among(Suppression.value, dialect, key="values"),
     )
-    return set(rows.all())
+)

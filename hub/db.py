@@ -6,12 +6,12 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import JSON, ColumnElement, any_, bindparam, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import InstrumentedAttribute
 
 from hub.config import DatabaseConfig
 from hub.errors import NotFound
@@ -36,6 +37,26 @@ def dialect_insert(dialect: Dialect) -> Any:
 def insert_for(session: AsyncSession) -> Any:
     """`dialect_insert` for the session's database."""
     return dialect_insert(session.get_bind().dialect)
+
+
+def among(
+    column: ColumnElement[Any] | InstrumentedAttribute[Any],
+    dialect: Dialect,
+    values: Iterable[int | str] | None = None,
+    *,
+    key: str | None = None,
+) -> ColumnElement[bool]:
+    """`column IN values` with all the values in ONE bound parameter (a list): a JSON array read
+    with json_each on SQLite, an array with = ANY on PostgreSQL. The SQL is then the same
+    whatever the count, so it is compiled once and reused; `column.in_(values)` renders a
+    placeholder per value on every execution (~0.7 ms on the event loop for 500 values).
+    Give `values` now, or name the parameter (`key`) to pass the list at execution."""
+    given = None if values is None else list(values)
+    if dialect.name == "postgresql":
+        array = bindparam(key, given, type_=postgresql.ARRAY(column.type))
+        return column == any_(array)
+    listed = func.json_each(bindparam(key, given, type_=JSON())).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 async def get_or_not_found(session: AsyncSession, model: type[T], row_id: int, what: str) -> T:

@@ -21,13 +21,14 @@ Only for statements run thousands of times a second; everything else uses sessio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import exc
+from sqlalchemy import Select, exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -109,11 +110,69 @@ class DriverStatement:
         if dialect.driver != "aiosqlite":
             await connection.exec_driver_sql(c.sql, params if len(params) > 1 else params[0])
             return
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None  # the session's connection is checked out and open
-        try:
+        driver = await _aiosqlite(connection)
+        with _as_sqlalchemy_error(c.sql, params, dialect):
             await driver.executemany(c.sql, params)
-        except dialect.loaded_dbapi.Error as err:
-            raise exc.DBAPIError.instance(
-                c.sql, params, err, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from err
+
+
+class DriverQuery(DriverStatement):
+    """A SELECT built by `build(dialect)`, run through the driver like a DriverStatement.
+
+    `rows(session, params)` returns plain tuples, in the select's column order, each value
+    through its column type's result processor: what the ORM would have read."""
+
+    def __init__(self, build: Callable[[Dialect], Select[Any]]) -> None:
+        super().__init__(build)
+        self._select = build
+        self._processors: dict[tuple[str, str, str], tuple[Processor, ...]] = {}
+
+    def _read(self, dialect: Dialect) -> tuple[Processor, ...]:
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        done = self._processors.get(key)
+        if done is None:
+            columns = self._select(dialect).selected_columns
+            done = tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            )
+            self._processors[key] = done
+        return done
+
+    async def rows(self, session: AsyncSession, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The query's rows for these parameters, in the session's transaction."""
+        connection = await session.connection()
+        dialect = connection.dialect
+        c = self.compiled(dialect)
+        (driver_params,) = c.parameters([params])
+        raw: Sequence[Sequence[Any]]
+        if dialect.driver == "aiosqlite":
+            driver = await _aiosqlite(connection)
+            with _as_sqlalchemy_error(c.sql, driver_params, dialect):
+                raw = list(await driver.execute_fetchall(c.sql, driver_params))
+        else:
+            raw = (await connection.exec_driver_sql(c.sql, driver_params)).all()
+        processors = self._read(dialect)
+        if not any(processors):
+            return [tuple(row) for row in raw]
+        return [
+            tuple(
+                v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)
+            )
+            for row in raw
+        ]
+
+
+async def _aiosqlite(connection: AsyncConnection) -> Any:
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None  # the session's connection is checked out and open
+    return driver
+
+
+@contextmanager
+def _as_sqlalchemy_error(sql: str, params: Any, dialect: Dialect) -> Iterator[None]:
+    """The driver's errors as SQLAlchemy raises them (IntegrityError, OperationalError, ...)."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as err:
+        raise exc.DBAPIError.instance(
+            sql, params, err, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from err

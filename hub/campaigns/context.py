@@ -12,6 +12,8 @@ from sqlalchemy import ColumnElement, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.campaigns.templates import OpenFields
+from hub.db import among
+from hub.driver_sql import DriverQuery
 from hub.eventloop import paced
 from hub.models.customers import ContactPoint, Customer, CustomerTag
 
@@ -69,6 +71,23 @@ _COLUMNS = {
 }
 
 
+_CUSTOMER_QUERIES: dict[tuple[str, ...], DriverQuery] = {}
+
+
+def _customers_query(keys: tuple[str, ...]) -> DriverQuery:
+    """The customers' id, name and these columns, for a list of ids ("ids"): one query per set
+    of columns a template uses, compiled once (a claim runs it for every batch)."""
+    query = _CUSTOMER_QUERIES.get(keys)
+    if query is None:
+        columns = [_COLUMNS[key] for key in keys]
+        query = _CUSTOMER_QUERIES[keys] = DriverQuery(
+            lambda dialect: select(Customer.id, Customer.name, *columns).where(
+                among(Customer.id, dialect, key="ids")
+            )
+        )
+    return query
+
+
 async def load_customers(
     session: AsyncSession, ids: Iterable[int], fields: frozenset[str] | None = None
 ) -> dict[int, dict[str, Any]]:
@@ -80,23 +99,22 @@ async def load_customers(
         return {}
     columns = [column for name, column in _COLUMNS.items() if fields is None or name in fields]
     out: dict[int, dict[str, Any]] = {}
-    result = await session.execute(
-        select(Customer.id, Customer.name, *columns).where(Customer.id.in_(wanted))
-    )
-    async for row in paced(result):
-        first, last = _split_name(row.name)
+    dialect = session.get_bind().dialect
+    keys = tuple(column.key for column in columns)
+    rows = await _customers_query(keys).rows(session, {"ids": wanted})
+    async for customer_id, name, *values in paced(rows):
+        first, last = _split_name(name)
         customer = dict(EMPTY_CUSTOMER)
-        customer.update(id=row.id, name=row.name, first_name=first, last_name=last)
-        for column in columns:
-            customer[column.key] = getattr(row, column.key)
+        customer.update(id=customer_id, name=name, first_name=first, last_name=last)
+        customer.update(zip(keys, values, strict=True))
         customer["custom"] = OpenFields(customer.get("custom") or {})
-        out[row.id] = customer
+        out[customer_id] = customer
     if fields is not None and not fields & {"tags", "email", "phone"}:
         return out
     tags: dict[int, list[str]] = defaultdict(list)
     for customer_id, tag in await session.execute(
         select(CustomerTag.customer_id, CustomerTag.tag)
-        .where(CustomerTag.customer_id.in_(wanted))
+        .where(among(CustomerTag.customer_id, dialect, wanted))
         .order_by(CustomerTag.customer_id, CustomerTag.tag)
     ):
         tags[customer_id].append(tag)
@@ -104,7 +122,7 @@ async def load_customers(
     phones: dict[int, tuple[bool, str]] = {}
     for customer_id, kind, value, label in await session.execute(
         select(ContactPoint.customer_id, ContactPoint.kind, ContactPoint.value, ContactPoint.label)
-        .where(ContactPoint.customer_id.in_(wanted))
+        .where(among(ContactPoint.customer_id, dialect, wanted))
         .order_by(ContactPoint.id)
     ):
         if kind == "email":

@@ -11,8 +11,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from hub.customers import create_customer
-from hub.db import dialect_insert, insert_for
-from hub.driver_sql import DriverStatement
+from hub.db import among, dialect_insert, insert_for
+from hub.driver_sql import DriverQuery, DriverStatement
 from hub.models.interactions import Interaction
 
 TABLE: Table = Interaction.__table__  # type: ignore[assignment]
@@ -159,6 +159,66 @@ async def test_sqlite_statements_skip_sqlalchemys_cursor(sessions, engine):
     through_sqlalchemy = [s for s in seen if s.startswith("INSERT INTO interactions")]
     assert len(through_sqlalchemy) == (0 if engine.dialect.driver == "aiosqlite" else 1)
     assert (await read(sessions, "<spy@x>"))["summary"] == row("", None)["summary"]
+
+
+# Typed columns on the way out: a UTC datetime, JSON, a nullable id.
+QUERY = DriverQuery(
+    lambda dialect: (
+        select(
+            Interaction.external_id,
+            Interaction.occurred_at,
+            Interaction.data,
+            Interaction.customer_id,
+        )
+        .where(among(Interaction.external_id, dialect, key="ids"), Interaction.status == "sent")
+        .order_by(Interaction.external_id)
+    )
+)
+
+
+async def test_a_query_reads_rows_as_the_orm_does(sessions):
+    async with sessions() as session, session.begin():
+        customer_id = (await create_customer(session, {"name": "Anna"}, "DE")).id
+        await INSERT.run(
+            session,
+            [
+                row("<a@x>", customer_id),
+                row("<b@x>", None),
+                row("<c@x>", None, status="failed"),
+                row("<d@x>", customer_id, data={"to": "d@x", "ü": [1.5, None]}),
+            ],
+        )
+    async with sessions() as session:
+        got = await QUERY.rows(session, {"ids": ["<d@x>", "<a@x>", "<c@x>", "<none@x>", "<b@x>"]})
+        orm = (
+            await session.scalars(
+                select(Interaction)
+                .where(Interaction.status == "sent")
+                .order_by(Interaction.external_id)
+            )
+        ).all()
+    assert got == [(i.external_id, i.occurred_at, i.data, i.customer_id) for i in orm]
+    assert [r[0] for r in got] == ["<a@x>", "<b@x>", "<d@x>"]  # <c@x> is not "sent"
+    assert got[0][1] == datetime(2026, 3, 28, 23, 30, 15, 123456, tzinfo=UTC)
+    assert got[2][2] == {"to": "d@x", "ü": [1.5, None]}
+
+
+@pytest.mark.parametrize("count", [0, 1, 2500])
+async def test_among_takes_any_number_of_values_in_one_parameter(sessions, count):
+    async with sessions() as session, session.begin():
+        await INSERT.run(session, [row(f"<{i}@x>", None) for i in range(0, 3000, 2)])
+    wanted = [f"<{i}@x>" for i in range(count)]  # every other one exists
+    async with sessions() as session:
+        got = await QUERY.rows(session, {"ids": wanted})
+        # The same list given as a value (not at execution) in an ORM query.
+        dialect = session.get_bind().dialect
+        orm = await session.scalars(
+            select(Interaction.external_id).where(among(Interaction.external_id, dialect, wanted))
+        )
+        assert sorted(orm.all()) == sorted(r[0] for r in got)
+    assert sorted(r[0] for r in got) == sorted(f"<{i}@x>" for i in range(0, count, 2))
+    compiled = QUERY.compiled(dialect)
+    assert compiled.sql.count("?") + compiled.sql.count("$") == 2  # the list is one parameter
 
 
 def test_compiled_once_per_dialect():
