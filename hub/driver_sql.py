@@ -14,8 +14,9 @@ On SQLite the statement goes to aiosqlite itself: one trip to its thread, where 
 cursor adapter takes three (open a cursor, run, close it), each a wake-up of that thread and a
 callback back into the loop. It is the same sqlite3 connection, so the statement joins the
 session's transaction, and its errors are raised as SQLAlchemy's (IntegrityError, ...), as on
-the other drivers (which get exec_driver_sql). SQLAlchemy's cursor events and echo do not see it. Recording 10,000 sent messages took ~31 instead of ~47 us of the loop's CPU
-per message that way (2-CPU machine, three runs each).
+the other drivers (which get exec_driver_sql). SQLAlchemy's cursor events and echo do not see
+it. Recording 10,000 sent messages took ~31 instead of ~47 us of the loop's CPU per message
+that way (2-CPU machine, three runs each).
 
 Only for statements run thousands of times a second; everything else uses session.execute."""
 
@@ -123,14 +124,13 @@ class DriverQuery(DriverStatement):
 
     def __init__(self, build: Callable[[Dialect], Select[Any]]) -> None:
         super().__init__(build)
-        self._select = build
         self._processors: dict[tuple[str, str, str], tuple[Processor, ...]] = {}
 
     def _read(self, dialect: Dialect) -> tuple[Processor, ...]:
         key = (dialect.name, dialect.driver, dialect.paramstyle)
         done = self._processors.get(key)
         if done is None:
-            columns = self._select(dialect).selected_columns
+            columns = cast(Select[Any], self._build(dialect)).selected_columns
             done = tuple(
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
             )
